@@ -1,0 +1,373 @@
+// Package client calls an echoloop server over mutual TLS with the protocol
+// of the caller's choice — Connect, gRPC, gRPC-Web or a plain JSON POST — so
+// that the answers, and the identity the server verified, can be compared.
+//
+// Each protocol gets its own connection pool, so each protocol's first call
+// makes its own TLS handshake and is verified on its own. Errors from TLS and
+// the transport come back as [*Error], which names the cause and the fix.
+// The package logs nothing.
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
+	"golang.org/x/net/http2"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	echov1 "github.com/echoloop/echoloop/gen/echo/v1"
+	"github.com/echoloop/echoloop/gen/echo/v1/echov1connect"
+	"github.com/echoloop/echoloop/pki"
+)
+
+// Protocol is a way of carrying the Echo call.
+type Protocol string
+
+// The protocols an echoloop server speaks on its one port.
+const (
+	Connect Protocol = "connect"
+	GRPC    Protocol = "grpc"
+	GRPCWeb Protocol = "grpc-web"
+	HTTP    Protocol = "http"
+)
+
+// Protocols lists every protocol in the order echoloop shows them.
+func Protocols() []Protocol { return []Protocol{Connect, GRPC, GRPCWeb, HTTP} }
+
+// ParseProtocol reads a protocol name as given on the command line.
+func ParseProtocol(name string) (Protocol, error) {
+	for _, p := range Protocols() {
+		if string(p) == name {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("unknown protocol %q: want connect, grpc, grpc-web or http", name)
+}
+
+// DefaultURL is the server a client calls unless told otherwise.
+const DefaultURL = "https://localhost:8443"
+
+// PlainHTTPPath is the server's plain JSON route.
+const PlainHTTPPath = "/v1/echo"
+
+// Option configures a [Client].
+type Option interface {
+	apply(*options)
+}
+
+type optionFunc func(*options)
+
+func (f optionFunc) apply(o *options) { f(o) }
+
+type options struct {
+	rootCAs     *x509.CertPool
+	caFile      string
+	cert        *tls.Certificate
+	certFile    string
+	serverName  string
+	http1       bool
+	dialTimeout time.Duration
+	errs        []error
+}
+
+// WithRootCAs sets the CAs the server's certificate must chain to. Without
+// this option, or [WithCAFile], the system roots are used.
+func WithRootCAs(pool *x509.CertPool) Option {
+	return optionFunc(func(o *options) { o.rootCAs = pool })
+}
+
+// WithCAFile reads the CAs the server's certificate must chain to from a
+// PEM file.
+func WithCAFile(path string) Option {
+	return optionFunc(func(o *options) {
+		pool, _, err := pki.LoadCertPool(path)
+		if err != nil {
+			o.errs = append(o.errs, fmt.Errorf("loading CA file: %w", err))
+			return
+		}
+		o.rootCAs, o.caFile = pool, path
+	})
+}
+
+// WithCertificate sets the client certificate and key to present.
+func WithCertificate(cert tls.Certificate) Option {
+	return optionFunc(func(o *options) { o.cert = &cert })
+}
+
+// WithCertificateFiles reads the client certificate chain and key from PEM files.
+func WithCertificateFiles(certFile, keyFile string) Option {
+	return optionFunc(func(o *options) {
+		pair, err := pki.LoadKeyPair(certFile, keyFile)
+		if err != nil {
+			o.errs = append(o.errs, fmt.Errorf("loading client certificate: %w", err))
+			return
+		}
+		o.cert, o.certFile = &pair, certFile
+	})
+}
+
+// WithServerName sets the name the server's certificate must cover, and
+// the SNI sent, when it differs from the URL's host (an IP address, a name
+// a load balancer rewrites).
+func WithServerName(name string) Option {
+	return optionFunc(func(o *options) { o.serverName = name })
+}
+
+// WithHTTP1 offers only HTTP/1.1 in ALPN. gRPC needs HTTP/2 and fails this way.
+func WithHTTP1() Option {
+	return optionFunc(func(o *options) { o.http1 = true })
+}
+
+// Client calls one echoloop server. It is safe for concurrent use.
+type Client struct {
+	baseURL string
+	host    string
+	opts    options
+	tls     *tls.Config
+
+	mu    sync.Mutex
+	pools map[Protocol]*http.Client
+
+	// lastRequest holds what the server asked for in its most recent
+	// CertificateRequest, to explain a refusal.
+	lastRequest sync.Map // host -> *tls.CertificateRequestInfo
+}
+
+// New makes a client for the server at baseURL, for example
+// "https://localhost:8443". It makes no connection yet.
+func New(baseURL string, opts ...Option) (*Client, error) {
+	o := options{dialTimeout: 10 * time.Second}
+	for _, opt := range opts {
+		opt.apply(&o)
+	}
+	if err := errors.Join(o.errs...); err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+
+	u, err := url.Parse(baseURL)
+	if err != nil {
+		return nil, fmt.Errorf("client: URL %q does not parse: %w", baseURL, err)
+	}
+	switch {
+	case u.Scheme == "http":
+		return nil, fmt.Errorf("client: URL %q is plain http, but mutual TLS needs TLS: use https://%s",
+			baseURL, u.Host)
+	case u.Scheme != "https" || u.Host == "":
+		return nil, fmt.Errorf("client: URL %q is not of the form https://host:port", baseURL)
+	}
+
+	c := &Client{
+		baseURL: strings.TrimSuffix(u.String(), "/"),
+		host:    u.Hostname(),
+		opts:    o,
+		pools:   map[Protocol]*http.Client{},
+	}
+	c.tls = c.tlsConfig()
+	return c, nil
+}
+
+func (c *Client) tlsConfig() *tls.Config {
+	config := &tls.Config{
+		RootCAs:    c.opts.rootCAs,
+		ServerName: c.opts.serverName,
+		// TLS 1.2 is the floor of every maintained TLS stack; the server
+		// decides whether it accepts anything below 1.3.
+		MinVersion: tls.VersionTLS12,
+	}
+	if c.opts.cert != nil {
+		// Present the configured certificate whatever CAs the server names
+		// in its request, as curl and OpenSSL do. Go's default would send
+		// nothing when the issuer is not in that list, and the server's
+		// answer would then be a puzzling "certificate required".
+		cert := c.opts.cert
+		config.GetClientCertificate = func(req *tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			c.lastRequest.Store(c.host, req)
+			return cert, nil
+		}
+	} else {
+		config.GetClientCertificate = func(req *tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			c.lastRequest.Store(c.host, req)
+			return &tls.Certificate{}, nil
+		}
+	}
+	return config
+}
+
+// httpClient returns the connection pool of one protocol, making it on first use.
+func (c *Client) httpClient(p Protocol) (*http.Client, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if hc, ok := c.pools[p]; ok {
+		return hc, nil
+	}
+
+	transport := &http.Transport{
+		TLSClientConfig:     c.tls.Clone(),
+		DialContext:         (&net.Dialer{Timeout: c.opts.dialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		TLSHandshakeTimeout: 10 * time.Second,
+		MaxIdleConnsPerHost: 16,
+		IdleConnTimeout:     90 * time.Second,
+	}
+	if c.opts.http1 {
+		transport.TLSClientConfig.NextProtos = []string{"http/1.1"}
+	} else {
+		// A custom TLS config turns net/http's automatic HTTP/2 off;
+		// configuring x/net/http2 on the transport turns it back on and
+		// lets us set health checks for connections that went silent.
+		h2, err := http2.ConfigureTransports(transport)
+		if err != nil {
+			return nil, fmt.Errorf("client: configuring HTTP/2: %w", err)
+		}
+		h2.ReadIdleTimeout = 30 * time.Second
+		h2.PingTimeout = 15 * time.Second
+	}
+	hc := &http.Client{Transport: transport}
+	c.pools[p] = hc
+	return hc, nil
+}
+
+// Close closes idle connections of every protocol.
+func (c *Client) Close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, hc := range c.pools {
+		hc.CloseIdleConnections()
+	}
+}
+
+// Echo makes one Echo call with the given protocol and returns what the
+// server saw. Errors are [*Error] when the cause is known, and carry a
+// connect.Code either way ([connect.CodeOf]).
+func (c *Client) Echo(ctx context.Context, p Protocol, message string) (*echov1.EchoResponse, error) {
+	hc, err := c.httpClient(p)
+	if err != nil {
+		return nil, err
+	}
+	req := &echov1.EchoRequest{Message: message}
+
+	var resp *echov1.EchoResponse
+	switch p {
+	case Connect, GRPC, GRPCWeb:
+		var opts []connect.ClientOption
+		switch p {
+		case GRPC:
+			opts = append(opts, connect.WithGRPC())
+		case GRPCWeb:
+			opts = append(opts, connect.WithGRPCWeb())
+		}
+		rpc := echov1connect.NewEchoServiceClient(hc, c.baseURL, opts...)
+		var answer *connect.Response[echov1.EchoResponse]
+		answer, err = rpc.Echo(ctx, connect.NewRequest(req))
+		if err == nil {
+			resp = answer.Msg
+		}
+	case HTTP:
+		resp, err = c.postJSON(ctx, hc, req)
+	default:
+		return nil, fmt.Errorf("client: unknown protocol %q", p)
+	}
+	if err != nil {
+		return nil, c.explain(ctx, err)
+	}
+	return resp, nil
+}
+
+// postJSON is the plain HTTP call: what curl does, in Go.
+func (c *Client) postJSON(ctx context.Context, hc *http.Client, req *echov1.EchoRequest) (*echov1.EchoResponse, error) {
+	body, err := protojson.Marshal(req)
+	if err != nil {
+		return nil, fmt.Errorf("encoding request: %w", err)
+	}
+	httpReq, err := http.NewRequestWithContext(ctx, http.MethodPost, c.baseURL+PlainHTTPPath, bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("building request: %w", err)
+	}
+	httpReq.Header.Set("Content-Type", "application/json")
+
+	httpResp, err := hc.Do(httpReq)
+	if err != nil {
+		return nil, connect.NewError(connect.CodeUnavailable, err)
+	}
+	defer httpResp.Body.Close()
+	// The answer is small; the cap keeps a misbehaving server from making
+	// the client read without end.
+	data, err := io.ReadAll(io.LimitReader(httpResp.Body, 64<<20))
+	if err != nil {
+		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("reading response: %w", err))
+	}
+	if httpResp.StatusCode != http.StatusOK {
+		return nil, statusError(httpResp, data)
+	}
+
+	resp := &echov1.EchoResponse{}
+	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(data, resp); err != nil {
+		return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("response is not an EchoResponse: %w", err))
+	}
+	return resp, nil
+}
+
+// statusError reads an error answer of the plain route, which is a
+// google.rpc.Status in JSON, and gives it the same connect.Code an RPC
+// protocol would have carried.
+func statusError(resp *http.Response, body []byte) error {
+	var status struct {
+		Code    int32  `json:"code"`
+		Message string `json:"message"`
+	}
+	if json.Unmarshal(body, &status) == nil && status.Code > 0 && status.Code <= 16 {
+		return connect.NewError(connect.Code(status.Code), errors.New(status.Message))
+	}
+	text := strings.TrimSpace(string(body))
+	if len(text) > 200 {
+		text = text[:200] + "…"
+	}
+	return connect.NewError(codeFromHTTP(resp.StatusCode), fmt.Errorf("HTTP %s: %s", resp.Status, text))
+}
+
+func codeFromHTTP(status int) connect.Code {
+	switch status {
+	case http.StatusBadRequest:
+		return connect.CodeInvalidArgument
+	case http.StatusUnauthorized:
+		return connect.CodeUnauthenticated
+	case http.StatusForbidden:
+		return connect.CodePermissionDenied
+	case http.StatusNotFound:
+		return connect.CodeUnimplemented
+	case http.StatusTooManyRequests, http.StatusRequestEntityTooLarge:
+		return connect.CodeResourceExhausted
+	case http.StatusGatewayTimeout:
+		return connect.CodeDeadlineExceeded
+	case http.StatusBadGateway, http.StatusServiceUnavailable:
+		return connect.CodeUnavailable
+	}
+	return connect.CodeUnknown
+}
+
+// Health asks the server's grpc.health.v1 service about the Echo service.
+func (c *Client) Health(ctx context.Context) (grpchealth.Status, error) {
+	hc, err := c.httpClient(GRPC)
+	if err != nil {
+		return grpchealth.StatusUnknown, err
+	}
+	health := grpchealth.NewClient(hc, c.baseURL, connect.WithGRPC())
+	resp, err := health.Check(ctx, &grpchealth.CheckRequest{Service: echov1connect.EchoServiceName})
+	if err != nil {
+		return grpchealth.StatusUnknown, c.explain(ctx, err)
+	}
+	return resp.Status, nil
+}

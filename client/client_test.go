@@ -1,0 +1,214 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
+
+	"github.com/echoloop/echoloop/client"
+	"github.com/echoloop/echoloop/pki"
+	"github.com/echoloop/echoloop/server/servertest"
+)
+
+func newClient(t *testing.T, url string, opts ...client.Option) *client.Client {
+	t.Helper()
+	c, err := client.New(url, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+func callContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestEchoEveryProtocolSeesTheSameIdentity(t *testing.T) {
+	t.Parallel()
+	srv := servertest.Start(t)
+	c := newClient(t, srv.URL, client.WithRootCAs(srv.CA.Pool()),
+		client.WithCertificate(srv.Client.TLSCertificate()))
+
+	wantFingerprint := pki.Fingerprint(srv.Client.Certificate)
+	wantSerial := pki.SerialHex(srv.Client.Certificate)
+	for _, p := range client.Protocols() {
+		t.Run(string(p), func(t *testing.T) {
+			t.Parallel()
+			resp, err := c.Echo(callContext(t), p, "hello "+string(p))
+			if err != nil {
+				t.Fatalf("echo over %s: %v", p, err)
+			}
+			if got, want := resp.GetMessage(), "hello "+string(p); got != want {
+				t.Errorf("message = %q, want %q", got, want)
+			}
+			peer := resp.GetPeer()
+			if peer.GetSha256Fingerprint() != wantFingerprint {
+				t.Errorf("fingerprint = %q, want %q", peer.GetSha256Fingerprint(), wantFingerprint)
+			}
+			if peer.GetSerialNumber() != wantSerial {
+				t.Errorf("serial = %q, want %q", peer.GetSerialNumber(), wantSerial)
+			}
+			if peer.GetCommonName() != "client" {
+				t.Errorf("common name = %q, want client", peer.GetCommonName())
+			}
+			if len(peer.GetChain()) != 2 || !strings.Contains(peer.GetChain()[1], "servertest CA") {
+				t.Errorf("chain = %q, want the leaf then servertest CA", peer.GetChain())
+			}
+
+			conn := resp.GetConnection()
+			if conn.GetProtocol() != string(p) {
+				t.Errorf("protocol = %q, want %q", conn.GetProtocol(), p)
+			}
+			if conn.GetHttpVersion() != "HTTP/2.0" || conn.GetAlpn() != "h2" {
+				t.Errorf("http version %q over ALPN %q, want HTTP/2.0 over h2",
+					conn.GetHttpVersion(), conn.GetAlpn())
+			}
+			if conn.GetTlsVersion() != "TLS 1.3" {
+				t.Errorf("TLS version = %q, want TLS 1.3", conn.GetTlsVersion())
+			}
+			if conn.GetCipherSuite() == "" {
+				t.Error("cipher suite is empty")
+			}
+		})
+	}
+}
+
+func TestEchoOverHTTP1(t *testing.T) {
+	t.Parallel()
+	srv := servertest.Start(t)
+	c := newClient(t, srv.URL, client.WithRootCAs(srv.CA.Pool()),
+		client.WithCertificate(srv.Client.TLSCertificate()), client.WithHTTP1())
+
+	for _, p := range []client.Protocol{client.Connect, client.GRPCWeb, client.HTTP} {
+		resp, err := c.Echo(callContext(t), p, "one")
+		if err != nil {
+			t.Fatalf("echo over %s on HTTP/1.1: %v", p, err)
+		}
+		if got := resp.GetConnection().GetHttpVersion(); got != "HTTP/1.1" {
+			t.Errorf("%s: http version = %q, want HTTP/1.1", p, got)
+		}
+		if got := resp.GetConnection().GetAlpn(); got != "http/1.1" {
+			t.Errorf("%s: ALPN = %q, want http/1.1", p, got)
+		}
+	}
+}
+
+func TestRefusedOnEveryProtocol(t *testing.T) {
+	t.Parallel()
+	srv := servertest.Start(t)
+
+	foreignCA, err := pki.NewAuthority("foreign CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign, err := foreignCA.IssueClient("intruder")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	cases := []struct {
+		name      string
+		opts      []client.Option
+		wantCause string
+		wantFix   string
+		wantLog   string
+	}{
+		{
+			name:      "refused/no certificate",
+			opts:      []client.Option{client.WithRootCAs(srv.CA.Pool())},
+			wantCause: "requires a client certificate and none was sent",
+			wantFix:   "--cert",
+			wantLog:   "no_certificate",
+		},
+		{
+			name: "refused/foreign CA",
+			opts: []client.Option{client.WithRootCAs(srv.CA.Pool()),
+				client.WithCertificate(foreign.TLSCertificate())},
+			wantCause: `does not trust the CA that issued the client certificate (issuer "CN=foreign CA,O=echoloop development")`,
+			wantFix:   `servertest CA`,
+			wantLog:   "unknown_authority",
+		},
+	}
+	for _, tc := range cases {
+		for _, p := range client.Protocols() {
+			t.Run(tc.name+"/"+string(p), func(t *testing.T) {
+				t.Parallel()
+				c := newClient(t, srv.URL, tc.opts...)
+				_, err := c.Echo(callContext(t), p, "hi")
+				var explained *client.Error
+				if !errors.As(err, &explained) {
+					t.Fatalf("error is not explained: %v", err)
+				}
+				if !strings.Contains(explained.Cause, tc.wantCause) {
+					t.Errorf("cause = %q, want it to contain %q", explained.Cause, tc.wantCause)
+				}
+				if !strings.Contains(explained.Fix, tc.wantFix) {
+					t.Errorf("fix = %q, want it to contain %q", explained.Fix, tc.wantFix)
+				}
+			})
+		}
+	}
+
+	t.Cleanup(func() {
+		// Every refusal leaves a structured line naming its reason.
+		counts := map[string]int{}
+		for _, line := range srv.Logs() {
+			if line["msg"] == "tls handshake refused" {
+				counts[line["reason"].(string)]++
+			}
+		}
+		for _, tc := range cases {
+			if counts[tc.wantLog] < len(client.Protocols()) {
+				t.Errorf("server logged %d refusals with reason %q, want at least %d (all: %v)",
+					counts[tc.wantLog], tc.wantLog, len(client.Protocols()), counts)
+			}
+		}
+	})
+}
+
+func TestHealthServing(t *testing.T) {
+	t.Parallel()
+	srv := servertest.Start(t)
+	c := newClient(t, srv.URL, client.WithRootCAs(srv.CA.Pool()),
+		client.WithCertificate(srv.Client.TLSCertificate()))
+
+	status, err := c.Health(callContext(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status != grpchealth.StatusServing {
+		t.Errorf("health = %v, want SERVING", status)
+	}
+}
+
+func TestPlainURLIsRefusedBeforeDialling(t *testing.T) {
+	t.Parallel()
+	_, err := client.New("http://localhost:8443")
+	if err == nil || !strings.Contains(err.Error(), "use https://localhost:8443") {
+		t.Fatalf("error = %v, want advice to use https", err)
+	}
+}
+
+func TestNothingListening(t *testing.T) {
+	t.Parallel()
+	srv := servertest.Start(t)
+	// A port that was just free: bind and release it.
+	c := newClient(t, "https://127.0.0.1:1", client.WithRootCAs(srv.CA.Pool()),
+		client.WithCertificate(srv.Client.TLSCertificate()))
+	_, err := c.Echo(callContext(t), client.Connect, "x")
+	var explained *client.Error
+	if !errors.As(err, &explained) || !strings.Contains(explained.Cause, "nothing is listening") {
+		t.Fatalf("error = %v, want 'nothing is listening'", err)
+	}
+	if connect.CodeOf(err) != connect.CodeUnavailable {
+		t.Errorf("code = %v, want unavailable", connect.CodeOf(err))
+	}
+}

@@ -1,0 +1,286 @@
+package client
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"syscall"
+	"time"
+
+	"connectrpc.com/connect"
+)
+
+// Error is a failed call whose cause is known: what went wrong, in one
+// sentence, and what to do about it.
+type Error struct {
+	// Cause says what went wrong, for example "the server does not trust
+	// the CA that issued this client certificate".
+	Cause string
+	// Fix says what to do about it.
+	Fix string
+	// Err is the error as the TLS stack or transport reported it.
+	Err error
+}
+
+func (e *Error) Error() string { return e.Cause + "; " + e.Fix }
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// explain turns a transport or TLS failure into an [*Error]. Errors it does
+// not recognise, and every error the server itself returned, pass through
+// unchanged. The connect.Code of the original is kept.
+func (c *Client) explain(ctx context.Context, err error) error {
+	cause, fix := c.diagnose(err)
+	if cause == "" && lostConnectionError(err) {
+		// The HTTP/2 transport can lose the TLS alert that closed a new
+		// connection and report only that the connection failed. A second
+		// handshake, made and read here, recovers the alert.
+		if probeErr := c.probe(ctx); probeErr != nil {
+			cause, fix = c.diagnose(probeErr)
+		}
+	}
+	if cause == "" {
+		return err
+	}
+	return connect.NewError(connect.CodeOf(err), &Error{Cause: cause, Fix: fix, Err: err})
+}
+
+func (c *Client) diagnose(err error) (cause, fix string) {
+	msg := err.Error()
+
+	// TLS 1.3 lets the client finish its handshake before the server has
+	// judged the client certificate, so a refusal arrives as an alert on
+	// the first read, which net/http reports inside whatever it was doing.
+	if i := strings.Index(msg, "remote error: tls: "); i >= 0 {
+		alert := msg[i+len("remote error: tls: "):]
+		if j := strings.IndexAny(alert, "\n;"); j >= 0 {
+			alert = alert[:j]
+		}
+		return c.diagnoseAlert(strings.TrimSpace(alert))
+	}
+
+	var verr *tls.CertificateVerificationError
+	if errors.As(err, &verr) {
+		return c.diagnoseServerCertificate(verr)
+	}
+	var hostErr x509.HostnameError
+	if errors.As(err, &hostErr) {
+		return c.diagnoseHostname(hostErr)
+	}
+
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Sprintf("nothing is listening at %s", c.baseURL),
+			"start the server (echoloop serve) or point --url at where it listens"
+	case strings.Contains(msg, "server gave HTTP response to HTTPS client"),
+		strings.Contains(msg, "first record does not look like a TLS handshake"):
+		return fmt.Sprintf("the server at %s answers plain HTTP, not TLS", c.baseURL),
+			"point --url at the server's TLS port, or enable TLS on the server"
+	case strings.Contains(msg, "no such host"):
+		return fmt.Sprintf("the host of %s does not resolve", c.baseURL),
+			"check the host name in --url"
+	case strings.Contains(msg, "tls: handshake failure") || strings.Contains(msg, "protocol version"):
+		return "the TLS handshake failed: the server and this client share no TLS version or cipher suite",
+			"check the server's minimum TLS version (echoloop serve --tls-min) against this client's"
+	}
+	return "", ""
+}
+
+// lostConnectionError reports whether err says only that the connection
+// went away, without saying why.
+func lostConnectionError(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "could not be established") ||
+		strings.Contains(msg, "client connection lost") ||
+		strings.Contains(msg, "unexpected EOF") ||
+		strings.HasSuffix(msg, ": EOF") ||
+		strings.Contains(msg, "broken pipe") ||
+		strings.Contains(msg, "connection reset by peer") ||
+		errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE)
+}
+
+// probe makes one TLS connection to the server with the client's own
+// settings, waits briefly for the server's first bytes, and returns the
+// error that ended it, if any.
+func (c *Client) probe(ctx context.Context) error {
+	u, err := url.Parse(c.baseURL)
+	if err != nil {
+		return err
+	}
+	addr := u.Host
+	if u.Port() == "" {
+		addr = net.JoinHostPort(u.Hostname(), "443")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+
+	dialer := &tls.Dialer{Config: c.tls.Clone()}
+	dialer.Config.NextProtos = []string{"h2", "http/1.1"}
+	conn, err := dialer.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+
+	// Under TLS 1.3 the server's verdict on the client certificate
+	// follows the handshake: read until it arrives or the server stays
+	// quiet, which means it accepted the certificate.
+	readBy := time.Now().Add(2 * time.Second)
+	if deadline, ok := ctx.Deadline(); ok && deadline.Before(readBy) {
+		readBy = deadline
+	}
+	_ = conn.SetReadDeadline(readBy)
+	var one [1]byte
+	for {
+		if _, err := conn.Read(one[:]); err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+func (c *Client) diagnoseAlert(alert string) (cause, fix string) {
+	certName := "the client certificate"
+	if c.opts.certFile != "" {
+		certName = fmt.Sprintf("%q", c.opts.certFile)
+	}
+	issuer := ""
+	if c.opts.cert != nil && c.opts.cert.Leaf != nil {
+		issuer = c.opts.cert.Leaf.Issuer.String()
+	}
+	asked := c.askedFor()
+
+	switch alert {
+	case "certificate required":
+		if c.opts.cert == nil {
+			return "the server requires a client certificate and none was sent",
+				"pass --cert and --key (or --certs DIR holding client.crt and client.key)"
+		}
+		return fmt.Sprintf("the server refused %s as missing", certName),
+			"present a certificate issued by " + orUnknown(asked)
+	case "unknown certificate authority":
+		return fmt.Sprintf("the server does not trust the CA that issued %s (issuer %q)", certName, issuer),
+			fmt.Sprintf("use a certificate issued by %s, or add its CA to the server's --cacert",
+				orUnknown(asked))
+	case "expired certificate":
+		return c.validityCause(certName), "issue a new client certificate (echoloop pki init --force, or your CA)"
+	case "unsupported certificate":
+		return fmt.Sprintf("the server refused %s for its key usage: it is not marked for client authentication",
+			certName), "issue a client certificate with the clientAuth extended key usage"
+	case "bad certificate", "certificate unknown":
+		return fmt.Sprintf("the server refused %s (alert %q)", certName, alert),
+			"check that it is a client certificate (clientAuth), currently valid, and issued by " +
+				orUnknown(asked)
+	case "protocol version not supported", "handshake failure":
+		return "the server and this client share no TLS version or cipher suite",
+			"check the server's minimum TLS version"
+	case "no application protocol":
+		return "the server accepts none of the application protocols offered (h2, http/1.1)",
+			"check that the URL points at an HTTPS server"
+	}
+	return fmt.Sprintf("the server ended the TLS handshake with alert %q", alert),
+		"read the server's log for the handshake it refused"
+}
+
+// validityCause names the certificate's window and this machine's clock, so
+// that a skewed clock shows as such.
+func (c *Client) validityCause(certName string) string {
+	if c.opts.cert == nil || c.opts.cert.Leaf == nil {
+		return fmt.Sprintf("the server refused %s as expired or not yet valid", certName)
+	}
+	leaf := c.opts.cert.Leaf
+	now := time.Now().UTC()
+	state := "has expired"
+	if now.Before(leaf.NotBefore) {
+		state = "is not yet valid"
+	}
+	return fmt.Sprintf("the server refused %s: it %s (valid %s to %s; this machine's clock says %s)",
+		certName, state, leaf.NotBefore.UTC().Format(time.RFC3339),
+		leaf.NotAfter.UTC().Format(time.RFC3339), now.Format(time.RFC3339))
+}
+
+// askedFor describes the CAs the server named in its CertificateRequest.
+func (c *Client) askedFor() string {
+	v, ok := c.lastRequest.Load(c.host)
+	if !ok {
+		return ""
+	}
+	req := v.(*tls.CertificateRequestInfo)
+	var names []string
+	for _, raw := range req.AcceptableCAs {
+		if name, ok := distinguishedName(raw); ok {
+			names = append(names, fmt.Sprintf("%q", name))
+		}
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	return "the CA the server asked for (" + strings.Join(names, ", ") + ")"
+}
+
+// distinguishedName reads a DER-encoded X.509 name as sent in a
+// CertificateRequest's certificate_authorities.
+func distinguishedName(raw []byte) (string, bool) {
+	var seq pkix.RDNSequence
+	if rest, err := asn1.Unmarshal(raw, &seq); err != nil || len(rest) > 0 {
+		return "", false
+	}
+	var name pkix.Name
+	name.FillFromRDNSequence(&seq)
+	return name.String(), true
+}
+
+func orUnknown(asked string) string {
+	if asked == "" {
+		return "a CA the server trusts"
+	}
+	return asked
+}
+
+func (c *Client) diagnoseServerCertificate(verr *tls.CertificateVerificationError) (cause, fix string) {
+	var unknown x509.UnknownAuthorityError
+	var invalid x509.CertificateInvalidError
+	var hostErr x509.HostnameError
+	leaf := verr.UnverifiedCertificates[0]
+	switch {
+	case errors.As(verr.Err, &hostErr):
+		return c.diagnoseHostname(hostErr)
+	case errors.As(verr.Err, &unknown):
+		where := "the system's roots"
+		if c.opts.caFile != "" {
+			where = fmt.Sprintf("%q", c.opts.caFile)
+		}
+		return fmt.Sprintf("this client does not trust the server's certificate: its issuer %q is not in %s",
+				leaf.Issuer.String(), where),
+			"pass the server's CA with --cacert (echoloop pki init wrote it as ca.crt)"
+	case errors.As(verr.Err, &invalid) && invalid.Reason == x509.Expired:
+		return fmt.Sprintf("the server's certificate is outside its validity (valid %s to %s; this clock says %s)",
+				leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339),
+				time.Now().UTC().Format(time.RFC3339)),
+			"renew the server certificate, or correct this machine's clock"
+	}
+	return fmt.Sprintf("this client refused the server's certificate: %v", verr.Err),
+		"check the server certificate with `echoloop pki inspect` or `openssl x509 -text`"
+}
+
+func (c *Client) diagnoseHostname(hostErr x509.HostnameError) (cause, fix string) {
+	names := append([]string{}, hostErr.Certificate.DNSNames...)
+	for _, ip := range hostErr.Certificate.IPAddresses {
+		names = append(names, ip.String())
+	}
+	return fmt.Sprintf("the server's certificate does not cover %q (it covers: %s)",
+			hostErr.Host, strings.Join(names, ", ")),
+		"call one of those names, pass --server-name with one of them, or reissue the server certificate " +
+			"with --san " + hostErr.Host
+}

@@ -1,0 +1,191 @@
+package pki
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// The file names inside a certificates directory. Every command that takes
+// --certs DIR looks for these.
+const (
+	CACertFile     = "ca.crt"
+	CAKeyFile      = "ca.key"
+	ServerCertFile = "server.crt"
+	ServerKeyFile  = "server.key"
+	ClientCertFile = "client.crt"
+	ClientKeyFile  = "client.key"
+)
+
+// File modes. Keys are readable by their owner only, as ssh and most TLS
+// servers insist; certificates are public.
+const (
+	KeyFileMode  fs.FileMode = 0o600
+	CertFileMode fs.FileMode = 0o644
+)
+
+// DefaultServerNames are the names every server certificate from [Init]
+// covers, so that a client on the same machine verifies it whichever
+// loopback form it dials.
+var DefaultServerNames = []string{"localhost", "127.0.0.1", "::1"}
+
+// InitConfig says what [Init] makes.
+type InitConfig struct {
+	// Dir is the directory the files go into; it is created if missing.
+	Dir string
+	// ServerSANs are added to [DefaultServerNames] on the server certificate.
+	ServerSANs []string
+	// ClientName is the client certificate's common name. Default "client".
+	ClientName string
+	// KeyType is the type of every key made. Default [KeyECDSAP256].
+	KeyType KeyType
+	// Force replaces existing files. Without it, Init refuses to touch a
+	// directory that already holds any of the files it would write.
+	Force bool
+}
+
+// InitResult holds what [Init] made and where it wrote it.
+type InitResult struct {
+	CA     *Authority
+	Server *Issued
+	Client *Issued
+	// Files lists the paths written, in the order written.
+	Files []string
+}
+
+// Init makes a development PKI — a CA, a server certificate and a client
+// certificate — and writes it into cfg.Dir as the files named by
+// [CACertFile] and its siblings. The CA key is written too, because issuing
+// and revoking later need it; move it elsewhere when that is not wanted.
+//
+// No file is written unless all can be: existing files are checked first,
+// and each file is written to a temporary name and renamed into place.
+func Init(cfg InitConfig) (*InitResult, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("pki: no directory given for the certificates")
+	}
+	if cfg.ClientName == "" {
+		cfg.ClientName = "client"
+	}
+	if cfg.KeyType == "" {
+		cfg.KeyType = KeyECDSAP256
+	}
+
+	names := []string{CACertFile, CAKeyFile, ServerCertFile, ServerKeyFile, ClientCertFile, ClientKeyFile}
+	if !cfg.Force {
+		if existing := existingFiles(cfg.Dir, names); len(existing) > 0 {
+			return nil, fmt.Errorf("pki: %s already exist; nothing was written "+
+				"(pass --force to replace them, or choose another --certs directory)",
+				strings.Join(existing, ", "))
+		}
+	}
+
+	ca, err := NewAuthority("echoloop development CA", WithKeyType(cfg.KeyType))
+	if err != nil {
+		return nil, err
+	}
+	serverNames := append(append([]string{}, DefaultServerNames...), cfg.ServerSANs...)
+	server, err := ca.IssueServer(serverNames, WithKeyType(cfg.KeyType))
+	if err != nil {
+		return nil, err
+	}
+	client, err := ca.IssueClient(cfg.ClientName, WithKeyType(cfg.KeyType))
+	if err != nil {
+		return nil, err
+	}
+
+	files, err := encodeAll(ca, server, client)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("pki: creating directory %q: %w", cfg.Dir, err)
+	}
+	result := &InitResult{CA: ca, Server: server, Client: client}
+	for _, name := range names {
+		path := filepath.Join(cfg.Dir, name)
+		f := files[name]
+		if err := WriteFile(path, f.data, f.mode); err != nil {
+			return nil, err
+		}
+		result.Files = append(result.Files, path)
+	}
+	return result, nil
+}
+
+type encodedFile struct {
+	data []byte
+	mode fs.FileMode
+}
+
+func encodeAll(ca *Authority, server, client *Issued) (map[string]encodedFile, error) {
+	caKey, err := EncodeKey(ca.Key)
+	if err != nil {
+		return nil, err
+	}
+	serverKey, err := server.KeyPEM()
+	if err != nil {
+		return nil, err
+	}
+	clientKey, err := client.KeyPEM()
+	if err != nil {
+		return nil, err
+	}
+	return map[string]encodedFile{
+		CACertFile:     {ca.CertificatePEM(), CertFileMode},
+		CAKeyFile:      {caKey, KeyFileMode},
+		ServerCertFile: {server.CertificatePEM(), CertFileMode},
+		ServerKeyFile:  {serverKey, KeyFileMode},
+		ClientCertFile: {client.CertificatePEM(), CertFileMode},
+		ClientKeyFile:  {clientKey, KeyFileMode},
+	}, nil
+}
+
+func existingFiles(dir string, names []string) []string {
+	var existing []string
+	for _, name := range names {
+		path := filepath.Join(dir, name)
+		if _, err := os.Lstat(path); err == nil {
+			existing = append(existing, path)
+		}
+	}
+	return existing
+}
+
+// WriteFile writes data to path with the given mode, atomically: it writes a
+// temporary file in the same directory, syncs it and renames it over path, so
+// that a reader never sees half a file.
+func WriteFile(path string, data []byte, mode fs.FileMode) error {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("pki: writing %q: %w", path, err)
+	}
+	tmpName := tmp.Name()
+	defer os.Remove(tmpName) // a no-op once renamed
+
+	// CreateTemp makes the file 0600; set the final mode before any byte
+	// lands so a key is never readable by others, even for an instant.
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return fmt.Errorf("pki: setting mode of %q: %w", path, err)
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("pki: writing %q: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("pki: syncing %q: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("pki: closing %q: %w", path, err)
+	}
+	if err := os.Rename(tmpName, path); err != nil {
+		return fmt.Errorf("pki: moving %q into place: %w", path, err)
+	}
+	return nil
+}

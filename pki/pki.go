@@ -1,0 +1,422 @@
+// Package pki makes and reads the certificates that mutual TLS needs: a
+// certificate authority, server and client leaves signed by it, and the PEM
+// files they live in.
+//
+// It is built for development and tests: [NewAuthority] and [Authority.Issue]
+// make a throw-away PKI in memory in a few milliseconds, and [Init] writes the
+// files that `echoloop serve` and `echoloop call` read. Keys are written
+// unencrypted. For production, issue certificates from a real CA
+// (cert-manager, SPIFFE/SPIRE, step-ca); the loaders here read those too.
+//
+// The package logs nothing; every error it returns starts with "pki: ".
+package pki
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"net/mail"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// KeyType names the algorithm and size of a generated key.
+type KeyType string
+
+// The key types the package can generate. [KeyECDSAP256] is the default: it is
+// what browsers, curl and gRPC stacks all accept, and its handshakes are among
+// the cheapest.
+const (
+	KeyECDSAP256 KeyType = "ecdsa-p256"
+	KeyECDSAP384 KeyType = "ecdsa-p384"
+	KeyEd25519   KeyType = "ed25519"
+	KeyRSA2048   KeyType = "rsa-2048"
+	KeyRSA3072   KeyType = "rsa-3072"
+	KeyRSA4096   KeyType = "rsa-4096"
+)
+
+// KeyTypes lists every [KeyType] in the order the help text shows them.
+func KeyTypes() []KeyType {
+	return []KeyType{KeyECDSAP256, KeyECDSAP384, KeyEd25519, KeyRSA2048, KeyRSA3072, KeyRSA4096}
+}
+
+// GenerateKey makes a new private key of the given type.
+func GenerateKey(kt KeyType) (crypto.Signer, error) {
+	switch kt {
+	case KeyECDSAP256:
+		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	case KeyECDSAP384:
+		return ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	case KeyEd25519:
+		_, key, err := ed25519.GenerateKey(rand.Reader)
+		return key, err
+	case KeyRSA2048:
+		return rsa.GenerateKey(rand.Reader, 2048)
+	case KeyRSA3072:
+		return rsa.GenerateKey(rand.Reader, 3072)
+	case KeyRSA4096:
+		return rsa.GenerateKey(rand.Reader, 4096)
+	}
+	return nil, fmt.Errorf("pki: unknown key type %q (want one of %s)", kt, joinKeyTypes())
+}
+
+func joinKeyTypes() string {
+	names := make([]string, 0, len(KeyTypes()))
+	for _, kt := range KeyTypes() {
+		names = append(names, string(kt))
+	}
+	return strings.Join(names, ", ")
+}
+
+// Backdate is how far before "now" a new certificate's validity starts. A
+// peer whose clock runs a few minutes behind the issuer's would otherwise
+// refuse a certificate issued a moment ago as "not yet valid".
+const Backdate = 5 * time.Minute
+
+// Default validity periods. A development CA outlives the leaves it signs so
+// that re-issuing a leaf never forces a new trust anchor on every client.
+const (
+	DefaultCAValidity   = 10 * 365 * 24 * time.Hour
+	DefaultLeafValidity = 825 * 24 * time.Hour // the longest validity Apple platforms accept for TLS leaves
+)
+
+// Option changes how [NewAuthority] or [Authority.Issue] builds a certificate.
+type Option interface {
+	apply(*certOptions)
+}
+
+type optionFunc func(*certOptions)
+
+func (f optionFunc) apply(o *certOptions) { f(o) }
+
+type certOptions struct {
+	keyType   KeyType
+	key       crypto.Signer
+	notBefore time.Time
+	notAfter  time.Time
+	validFor  time.Duration
+	usages    []x509.ExtKeyUsage
+	sans      []string
+	subject   pkix.Name
+}
+
+// WithKeyType sets the type of the generated key. Default [KeyECDSAP256].
+func WithKeyType(kt KeyType) Option {
+	return optionFunc(func(o *certOptions) { o.keyType = kt })
+}
+
+// WithKey uses an existing key instead of generating one.
+func WithKey(key crypto.Signer) Option {
+	return optionFunc(func(o *certOptions) { o.key = key })
+}
+
+// WithValidFor sets the validity period, starting [Backdate] before now.
+// Defaults: [DefaultCAValidity] for authorities, [DefaultLeafValidity] for leaves.
+func WithValidFor(d time.Duration) Option {
+	return optionFunc(func(o *certOptions) { o.validFor = d })
+}
+
+// WithValidity sets the exact validity window. Tests use it to make expired
+// and not-yet-valid certificates; it overrides [WithValidFor].
+func WithValidity(notBefore, notAfter time.Time) Option {
+	return optionFunc(func(o *certOptions) { o.notBefore, o.notAfter = notBefore, notAfter })
+}
+
+// WithUsage sets the extended key usages of a leaf, replacing the default of
+// the issuing call. With no arguments the certificate carries no EKU
+// extension at all, which verifiers read as "any purpose".
+func WithUsage(usages ...x509.ExtKeyUsage) Option {
+	return optionFunc(func(o *certOptions) { o.usages = append([]x509.ExtKeyUsage{}, usages...) })
+}
+
+// WithSANs adds subject alternative names. Each value's kind is read from
+// its form: an IP address, a URI with a scheme (spiffe://, https://), an
+// e-mail address (has an @), otherwise a DNS name.
+func WithSANs(values ...string) Option {
+	return optionFunc(func(o *certOptions) { o.sans = append(o.sans, values...) })
+}
+
+// WithOrganizationalUnit sets the subject's organisational units.
+func WithOrganizationalUnit(units ...string) Option {
+	return optionFunc(func(o *certOptions) { o.subject.OrganizationalUnit = units })
+}
+
+// Authority is a certificate authority held in memory: its certificate and
+// the key that signs with it.
+type Authority struct {
+	// Certificate is the authority's own certificate.
+	Certificate *x509.Certificate
+	// Key is the authority's private key.
+	Key crypto.Signer
+}
+
+// NewAuthority makes a self-signed root CA named commonName. Options that
+// apply: [WithKeyType], [WithKey], [WithValidFor], [WithValidity].
+//
+// The CA carries no extended key usage: RFC 5280 does not define EKU for CA
+// certificates, and Go's verifier, like others, would then limit every leaf
+// below it to the usages listed.
+func NewAuthority(commonName string, opts ...Option) (*Authority, error) {
+	o := resolve(DefaultCAValidity, nil, opts)
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	key, err := o.signer()
+	if err != nil {
+		return nil, err
+	}
+
+	template, err := newTemplate(commonName, o)
+	if err != nil {
+		return nil, err
+	}
+	template.IsCA = true
+	template.BasicConstraintsValid = true
+	template.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature
+	template.ExtKeyUsage = nil
+
+	cert, err := sign(template, template, key.Public(), key)
+	if err != nil {
+		return nil, fmt.Errorf("pki: signing CA %q: %w", commonName, err)
+	}
+	return &Authority{Certificate: cert, Key: key}, nil
+}
+
+// Issued is a leaf certificate with its private key.
+type Issued struct {
+	// Certificate is the leaf.
+	Certificate *x509.Certificate
+	// Key is the leaf's private key.
+	Key crypto.Signer
+}
+
+// IssueServer signs a server certificate (serverAuth) for the given names.
+// The first DNS name, if any, also becomes the common name.
+func (a *Authority) IssueServer(names []string, opts ...Option) (*Issued, error) {
+	commonName := ""
+	for _, n := range names {
+		if sanKind(n) == "dns" {
+			commonName = n
+			break
+		}
+	}
+	base := []Option{WithSANs(names...)}
+	return a.Issue(commonName, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, append(base, opts...)...)
+}
+
+// IssueClient signs a client certificate (clientAuth) with the given common name.
+func (a *Authority) IssueClient(commonName string, opts ...Option) (*Issued, error) {
+	return a.Issue(commonName, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, opts...)
+}
+
+// Issue signs a leaf certificate named commonName with the given default
+// extended key usages; [WithUsage] replaces them.
+func (a *Authority) Issue(commonName string, usages []x509.ExtKeyUsage, opts ...Option) (*Issued, error) {
+	o := resolve(DefaultLeafValidity, usages, opts)
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	key, err := o.signer()
+	if err != nil {
+		return nil, err
+	}
+
+	template, err := newTemplate(commonName, o)
+	if err != nil {
+		return nil, err
+	}
+	template.ExtKeyUsage = o.usages
+	template.KeyUsage = x509.KeyUsageDigitalSignature
+	if _, isRSA := key.(*rsa.PrivateKey); isRSA {
+		// RSA key exchange (TLS 1.2 without ECDHE) encrypts to the key.
+		template.KeyUsage |= x509.KeyUsageKeyEncipherment
+	}
+	if err := addSANs(template, o.sans); err != nil {
+		return nil, err
+	}
+
+	cert, err := sign(template, a.Certificate, key.Public(), a.Key)
+	if err != nil {
+		return nil, fmt.Errorf("pki: signing certificate %q: %w", commonName, err)
+	}
+	return &Issued{Certificate: cert, Key: key}, nil
+}
+
+// TLSCertificate returns the leaf and key as a [tls.Certificate] ready for a
+// tls.Config.
+func (i *Issued) TLSCertificate() tls.Certificate {
+	return tls.Certificate{
+		Certificate: [][]byte{i.Certificate.Raw},
+		PrivateKey:  i.Key,
+		Leaf:        i.Certificate,
+	}
+}
+
+// CertificatePEM returns the leaf as a PEM block.
+func (i *Issued) CertificatePEM() []byte {
+	return EncodeCertificates(i.Certificate)
+}
+
+// KeyPEM returns the private key as a PKCS #8 PEM block.
+func (i *Issued) KeyPEM() ([]byte, error) {
+	return EncodeKey(i.Key)
+}
+
+// CertificatePEM returns the authority's certificate as a PEM block.
+func (a *Authority) CertificatePEM() []byte {
+	return EncodeCertificates(a.Certificate)
+}
+
+// Pool returns a pool holding only this authority, for RootCAs or ClientCAs.
+func (a *Authority) Pool() *x509.CertPool {
+	pool := x509.NewCertPool()
+	pool.AddCert(a.Certificate)
+	return pool
+}
+
+// EncodeCertificates returns the certificates as consecutive PEM blocks.
+func EncodeCertificates(certs ...*x509.Certificate) []byte {
+	var out []byte
+	for _, c := range certs {
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	return out
+}
+
+// EncodeKey returns key as an unencrypted PKCS #8 "PRIVATE KEY" PEM block,
+// the form every TLS stack reads for every key type.
+func EncodeKey(key crypto.Signer) ([]byte, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("pki: encoding private key: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
+
+// Fingerprint returns the SHA-256 of the certificate's DER encoding in
+// lower-case hex without colons, as echoloop shows it everywhere.
+func Fingerprint(cert *x509.Certificate) string {
+	sum := sha256.Sum256(cert.Raw)
+	return hex.EncodeToString(sum[:])
+}
+
+// SerialHex returns the certificate's serial number in lower-case hex.
+func SerialHex(cert *x509.Certificate) string {
+	if cert.SerialNumber == nil {
+		return ""
+	}
+	return cert.SerialNumber.Text(16)
+}
+
+func resolve(validFor time.Duration, usages []x509.ExtKeyUsage, opts []Option) *certOptions {
+	o := &certOptions{keyType: KeyECDSAP256, validFor: validFor, usages: usages}
+	for _, opt := range opts {
+		opt.apply(o)
+	}
+	if o.notBefore.IsZero() && o.notAfter.IsZero() {
+		now := time.Now()
+		o.notBefore = now.Add(-Backdate)
+		o.notAfter = now.Add(o.validFor)
+	}
+	return o
+}
+
+func (o *certOptions) validate() error {
+	if !o.notAfter.After(o.notBefore) {
+		return fmt.Errorf("pki: validity ends (%s) before it starts (%s)",
+			o.notAfter.Format(time.RFC3339), o.notBefore.Format(time.RFC3339))
+	}
+	for _, san := range o.sans {
+		if strings.TrimSpace(san) == "" {
+			return errors.New("pki: empty subject alternative name")
+		}
+	}
+	return nil
+}
+
+func (o *certOptions) signer() (crypto.Signer, error) {
+	if o.key != nil {
+		return o.key, nil
+	}
+	key, err := GenerateKey(o.keyType)
+	if err != nil {
+		return nil, err
+	}
+	return key, nil
+}
+
+func newTemplate(commonName string, o *certOptions) (*x509.Certificate, error) {
+	// RFC 5280 section 4.1.2.2 allows up to 20 octets; 128 random bits are
+	// unique with overwhelming probability and always positive.
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
+	if err != nil {
+		return nil, fmt.Errorf("pki: generating serial number: %w", err)
+	}
+	subject := o.subject
+	subject.CommonName = commonName
+	subject.Organization = []string{"echoloop development"}
+	return &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      subject,
+		NotBefore:    o.notBefore.UTC(),
+		NotAfter:     o.notAfter.UTC(),
+	}, nil
+}
+
+func sign(template, parent *x509.Certificate, pub crypto.PublicKey, key crypto.Signer) (*x509.Certificate, error) {
+	der, err := x509.CreateCertificate(rand.Reader, template, parent, pub, key)
+	if err != nil {
+		return nil, err
+	}
+	return x509.ParseCertificate(der)
+}
+
+func sanKind(value string) string {
+	switch {
+	case net.ParseIP(value) != nil:
+		return "ip"
+	case strings.Contains(value, "://"):
+		return "uri"
+	case strings.Contains(value, "@"):
+		return "email"
+	}
+	return "dns"
+}
+
+func addSANs(template *x509.Certificate, sans []string) error {
+	for _, san := range sans {
+		switch sanKind(san) {
+		case "ip":
+			template.IPAddresses = append(template.IPAddresses, net.ParseIP(san))
+		case "uri":
+			u, err := url.Parse(san)
+			if err != nil {
+				return fmt.Errorf("pki: subject alternative name %q is not a valid URI: %w", san, err)
+			}
+			template.URIs = append(template.URIs, u)
+		case "email":
+			addr, err := mail.ParseAddress(san)
+			if err != nil {
+				return fmt.Errorf("pki: subject alternative name %q is not a valid e-mail address: %w", san, err)
+			}
+			template.EmailAddresses = append(template.EmailAddresses, addr.Address)
+		default:
+			template.DNSNames = append(template.DNSNames, san)
+		}
+	}
+	return nil
+}

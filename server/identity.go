@@ -1,0 +1,118 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"net"
+	"net/http"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	echov1 "github.com/echoloop/echoloop/gen/echo/v1"
+	"github.com/echoloop/echoloop/pki"
+)
+
+// PeerFromChain describes the client as the server verified it: the leaf of
+// a verified chain, and the subjects of that chain from leaf to root. It
+// returns nil for an empty chain.
+//
+// Only a chain from tls.ConnectionState.VerifiedChains may be passed here:
+// the certificates a client merely presented prove nothing.
+func PeerFromChain(chain []*x509.Certificate) *echov1.Peer {
+	if len(chain) == 0 {
+		return nil
+	}
+	leaf := chain[0]
+
+	peer := &echov1.Peer{
+		CommonName:        leaf.Subject.CommonName,
+		DnsNames:          leaf.DNSNames,
+		EmailAddresses:    leaf.EmailAddresses,
+		SerialNumber:      pki.SerialHex(leaf),
+		Issuer:            leaf.Issuer.String(),
+		Sha256Fingerprint: pki.Fingerprint(leaf),
+		NotBefore:         timestamppb.New(leaf.NotBefore),
+		NotAfter:          timestamppb.New(leaf.NotAfter),
+	}
+	for _, ip := range leaf.IPAddresses {
+		peer.IpAddresses = append(peer.IpAddresses, ip.String())
+	}
+	for _, u := range leaf.URIs {
+		peer.Uris = append(peer.Uris, u.String())
+		if u.Scheme == "spiffe" && peer.SpiffeId == "" {
+			peer.SpiffeId = u.String()
+		}
+	}
+	for _, c := range chain {
+		peer.Chain = append(peer.Chain, c.Subject.String())
+	}
+	return peer
+}
+
+// connInfo is what the server knows of one TLS connection. It is computed
+// once, when the connection is handed to the HTTP server after its
+// handshake, and shared by every call on that connection: identity does not
+// change within a connection, so there is no reason to rebuild it per call.
+type connInfo struct {
+	peer        *echov1.Peer
+	tlsVersion  string
+	cipherSuite string
+	alpn        string
+	serverName  string
+	resumed     bool
+}
+
+type connInfoKey struct{}
+
+// withConnInfo is the http.Server's ConnContext hook.
+func withConnInfo(ctx context.Context, c net.Conn) context.Context {
+	tlsConn, ok := c.(*tls.Conn)
+	if !ok {
+		return ctx
+	}
+	state := tlsConn.ConnectionState()
+	info := &connInfo{
+		tlsVersion:  tls.VersionName(state.Version),
+		cipherSuite: tls.CipherSuiteName(state.CipherSuite),
+		alpn:        state.NegotiatedProtocol,
+		serverName:  state.ServerName,
+		resumed:     state.DidResume,
+	}
+	if len(state.VerifiedChains) > 0 {
+		info.peer = PeerFromChain(state.VerifiedChains[0])
+	}
+	return context.WithValue(ctx, connInfoKey{}, info)
+}
+
+func connInfoFrom(ctx context.Context) *connInfo {
+	info, _ := ctx.Value(connInfoKey{}).(*connInfo)
+	return info
+}
+
+// requestInfo is what the server knows of one HTTP request before any
+// protocol handler has seen it.
+type requestInfo struct {
+	httpVersion string
+	plainHTTP   bool // arrived on the plain JSON route, not as an RPC
+}
+
+type requestInfoKey struct{}
+
+// withRequestInfo records the request's HTTP version, which no RPC handler
+// can see, for the echo answer.
+func withRequestInfo(next http.Handler, plainHTTP bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		info := &requestInfo{httpVersion: r.Proto, plainHTTP: plainHTTP}
+		ctx := context.WithValue(r.Context(), requestInfoKey{}, info)
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+func requestInfoFrom(ctx context.Context) *requestInfo {
+	info, _ := ctx.Value(requestInfoKey{}).(*requestInfo)
+	if info == nil {
+		return &requestInfo{}
+	}
+	return info
+}

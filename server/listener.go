@@ -1,0 +1,253 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/echoloop/echoloop/pki"
+)
+
+// handshakeListener completes the TLS handshake of each accepted connection
+// in its own goroutine and hands only finished, verified connections to the
+// HTTP server.
+//
+// net/http can terminate TLS by itself, but it reports a failed handshake
+// as one unstructured line without the certificate that was refused. Doing
+// the handshake here gives one structured log line per refusal with the
+// presented certificate's subject and fingerprint, and a handshake timeout
+// that a client which never finishes its handshake cannot stretch.
+type handshakeListener struct {
+	inner   net.Listener
+	config  *tls.Config
+	timeout time.Duration
+	log     *slog.Logger
+
+	ready chan net.Conn
+	done  chan struct{}
+
+	closeOnce sync.Once
+	mu        sync.Mutex
+	err       error // why accepting stopped
+}
+
+func newHandshakeListener(
+	inner net.Listener,
+	config *tls.Config,
+	timeout time.Duration,
+	log *slog.Logger,
+) *handshakeListener {
+	l := &handshakeListener{
+		inner:   inner,
+		config:  config,
+		timeout: timeout,
+		log:     log,
+		ready:   make(chan net.Conn),
+		done:    make(chan struct{}),
+	}
+	go l.acceptLoop()
+	return l
+}
+
+// Accept returns the next connection whose handshake succeeded.
+func (l *handshakeListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ready:
+		return c, nil
+	case <-l.done:
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return nil, l.err
+	}
+}
+
+// Close stops accepting. Handshakes under way finish and are then closed.
+func (l *handshakeListener) Close() error {
+	err := l.inner.Close()
+	l.stop(net.ErrClosed)
+	return err
+}
+
+func (l *handshakeListener) Addr() net.Addr { return l.inner.Addr() }
+
+func (l *handshakeListener) stop(err error) {
+	l.closeOnce.Do(func() {
+		l.mu.Lock()
+		l.err = err
+		l.mu.Unlock()
+		close(l.done)
+	})
+}
+
+func (l *handshakeListener) acceptLoop() {
+	var backoff time.Duration
+	for {
+		conn, err := l.inner.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				l.stop(net.ErrClosed)
+				return
+			}
+			// Running out of file descriptors is passing: wait and go on,
+			// as net/http does, rather than taking the whole server down.
+			if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || isTemporary(err) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				l.log.Warn("accept failed, retrying", KeyError, err.Error(), "retry_in", backoff)
+				select {
+				case <-time.After(backoff):
+					continue
+				case <-l.done:
+					return
+				}
+			}
+			l.stop(err)
+			return
+		}
+		backoff = 0
+		go l.handshake(conn)
+	}
+}
+
+func isTemporary(err error) bool {
+	var ne interface{ Temporary() bool }
+	return errors.As(err, &ne) && ne.Temporary()
+}
+
+func (l *handshakeListener) handshake(raw net.Conn) {
+	conn := tls.Server(raw, l.config)
+	ctx, cancel := context.WithTimeout(context.Background(), l.timeout)
+	err := conn.HandshakeContext(ctx)
+	cancel()
+	if err != nil {
+		l.refuse(raw, err)
+		return
+	}
+
+	select {
+	case l.ready <- conn:
+	case <-l.done:
+		conn.Close()
+	}
+}
+
+// refuse logs a failed handshake and closes the connection.
+func (l *handshakeListener) refuse(raw net.Conn, err error) {
+	defer raw.Close()
+
+	// A plain-HTTP request on the TLS port gets an answer it can read,
+	// rather than a connection closed on it without a word.
+	var rh tls.RecordHeaderError
+	if errors.As(err, &rh) && rh.Conn != nil && looksLikeHTTP(rh.RecordHeader[:]) {
+		_ = raw.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = io.WriteString(raw, "HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\n"+
+			"Connection: close\r\n\r\nThis port speaks HTTPS with client certificates: "+
+			"use an https:// URL and present a certificate.\n")
+	}
+
+	reason := HandshakeReason(err)
+	attrs := []any{KeyRemote, raw.RemoteAddr().String(), KeyReason, reason, KeyError, err.Error()}
+	var verr *tls.CertificateVerificationError
+	if errors.As(err, &verr) && len(verr.UnverifiedCertificates) > 0 {
+		attrs = append(attrs, presentedAttrs(verr.UnverifiedCertificates[0])...)
+	}
+
+	// A client that connects and leaves is routine (port scanners, load
+	// balancer probes); a refused certificate is what operators look for.
+	level := slog.LevelWarn
+	if reason == ReasonClientClosed {
+		level = slog.LevelDebug
+	}
+	l.log.Log(context.Background(), level, "tls handshake refused", attrs...)
+}
+
+func presentedAttrs(cert *x509.Certificate) []any {
+	return []any{
+		KeyPeerSubject, cert.Subject.String(),
+		KeyPeerIssuer, cert.Issuer.String(),
+		KeyPeerSerial, pki.SerialHex(cert),
+		KeyPeerNotAfter, cert.NotAfter.UTC().Format(time.RFC3339),
+		KeyPeerSHA256, pki.Fingerprint(cert),
+	}
+}
+
+func looksLikeHTTP(header []byte) bool {
+	switch string(header) {
+	case "GET /", "HEAD ", "POST ", "PUT /", "OPTIO", "DELET", "PATCH", "PRI *":
+		return true
+	}
+	return false
+}
+
+// The reasons a handshake is refused, as logged under [KeyReason].
+const (
+	ReasonNoCertificate    = "no_certificate"
+	ReasonUnknownAuthority = "unknown_authority"
+	ReasonExpired          = "expired"
+	ReasonNotYetValid      = "not_yet_valid"
+	ReasonWrongKeyUsage    = "wrong_key_usage"
+	ReasonBadCertificate   = "bad_certificate"
+	ReasonNotTLS           = "not_tls"
+	ReasonTimeout          = "timeout"
+	ReasonClientClosed     = "client_closed"
+	ReasonClientAlert      = "client_alert"
+	ReasonVersion          = "tls_version"
+	ReasonHandshake        = "handshake_failed"
+)
+
+// HandshakeReason sorts a server-side handshake error into one of the
+// Reason constants, so that logs and metrics count refusals by cause.
+func HandshakeReason(err error) string {
+	var verr *tls.CertificateVerificationError
+	if errors.As(err, &verr) {
+		return verificationReason(verr)
+	}
+
+	var rh tls.RecordHeaderError
+	var ne net.Error
+	msg := err.Error()
+	switch {
+	case errors.As(err, &rh):
+		return ReasonNotTLS
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return ReasonTimeout
+	case errors.Is(err, io.EOF), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		return ReasonClientClosed
+	case strings.Contains(msg, "didn't provide a certificate"):
+		return ReasonNoCertificate
+	case strings.Contains(msg, "remote error"):
+		return ReasonClientAlert
+	case strings.Contains(msg, "unsupported versions"), strings.Contains(msg, "protocol version"):
+		return ReasonVersion
+	}
+	return ReasonHandshake
+}
+
+func verificationReason(verr *tls.CertificateVerificationError) string {
+	var unknown x509.UnknownAuthorityError
+	var invalid x509.CertificateInvalidError
+	switch {
+	case errors.As(verr.Err, &unknown):
+		return ReasonUnknownAuthority
+	case errors.As(verr.Err, &invalid):
+		switch invalid.Reason {
+		case x509.Expired:
+			// x509 uses one reason for both ends of the window.
+			if len(verr.UnverifiedCertificates) > 0 &&
+				time.Now().Before(verr.UnverifiedCertificates[0].NotBefore) {
+				return ReasonNotYetValid
+			}
+			return ReasonExpired
+		case x509.IncompatibleUsage:
+			return ReasonWrongKeyUsage
+		}
+	}
+	return ReasonBadCertificate
+}

@@ -1,0 +1,147 @@
+// Package servertest runs a real echoloop server on a loopback port with a
+// throw-away PKI, for tests: real TCP, real TLS with client certificates,
+// real HTTP/2. It is to echoloop what net/http/httptest is to net/http.
+package servertest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/echoloop/echoloop/pki"
+	"github.com/echoloop/echoloop/server"
+)
+
+// Server is a running echoloop server and the PKI it trusts.
+type Server struct {
+	// URL is the server's base URL, https://127.0.0.1:PORT.
+	URL string
+	// Addr is the server's host:port.
+	Addr string
+	// CA signed the server certificate and is the only CA trusted for clients.
+	CA *pki.Authority
+	// Client is a valid client certificate from CA, common name "client".
+	Client *pki.Issued
+
+	logs *logBuffer
+}
+
+// Start starts a server on 127.0.0.1 with a fresh CA and server
+// certificate (localhost, 127.0.0.1, ::1) plus the given options, and stops
+// it when the test ends.
+func Start(tb testing.TB, opts ...server.Option) *Server {
+	tb.Helper()
+
+	ca, err := pki.NewAuthority("servertest CA")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	serverCert, err := ca.IssueServer(pki.DefaultServerNames)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	clientCert, err := ca.IssueClient("client")
+	if err != nil {
+		tb.Fatal(err)
+	}
+
+	logs := &logBuffer{}
+	base := []server.Option{
+		server.WithCertificate(serverCert.TLSCertificate()),
+		server.WithClientCAs(ca.Pool()),
+		server.WithLogger(slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))),
+	}
+	srv, err := server.New(append(base, opts...)...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx, ln) }()
+	tb.Cleanup(func() {
+		cancel()
+		if err := <-served; err != nil {
+			tb.Errorf("server stopped with an error: %v", err)
+		}
+	})
+
+	return &Server{
+		URL:    "https://" + ln.Addr().String(),
+		Addr:   ln.Addr().String(),
+		CA:     ca,
+		Client: clientCert,
+		logs:   logs,
+	}
+}
+
+// Logs returns every log line so far, each decoded from JSON.
+func (s *Server) Logs() []map[string]any {
+	return s.logs.lines()
+}
+
+// WriteFiles writes the CA certificate and the client certificate and key
+// into dir as ca.crt, client.crt and client.key, for programs that read
+// files (curl, buf curl), and returns their paths.
+func (s *Server) WriteFiles(tb testing.TB, dir string) (caFile, certFile, keyFile string) {
+	tb.Helper()
+	keyPEM, err := s.Client.KeyPEM()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	caFile = filepath.Join(dir, pki.CACertFile)
+	certFile = filepath.Join(dir, pki.ClientCertFile)
+	keyFile = filepath.Join(dir, pki.ClientKeyFile)
+	for path, data := range map[string][]byte{
+		caFile:   s.CA.CertificatePEM(),
+		certFile: s.Client.CertificatePEM(),
+		keyFile:  keyPEM,
+	} {
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return caFile, certFile, keyFile
+}
+
+// logBuffer collects JSON log lines from concurrent writers.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) lines() []map[string]any {
+	b.mu.Lock()
+	data := append([]byte{}, b.buf.Bytes()...)
+	b.mu.Unlock()
+
+	var out []map[string]any
+	scanner := bufio.NewScanner(bytes.NewReader(data))
+	scanner.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for scanner.Scan() {
+		var line map[string]any
+		if err := json.Unmarshal(scanner.Bytes(), &line); err != nil {
+			line = map[string]any{"unparsed": scanner.Text(), "error": errors.New("not JSON").Error()}
+		}
+		out = append(out, line)
+	}
+	return out
+}
