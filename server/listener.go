@@ -140,7 +140,7 @@ func (l *handshakeListener) handshake(raw net.Conn) {
 
 // refuse logs a failed handshake and closes the connection.
 func (l *handshakeListener) refuse(raw net.Conn, err error) {
-	defer raw.Close()
+	defer lingeringClose(raw)
 
 	// A plain-HTTP request on the TLS port gets an answer it can read,
 	// rather than a connection closed on it without a word.
@@ -166,6 +166,26 @@ func (l *handshakeListener) refuse(raw net.Conn, err error) {
 		level = slog.LevelDebug
 	}
 	l.log.Log(context.Background(), level, "tls handshake refused", attrs...)
+}
+
+// rstAvoidance bounds how long a refused connection is drained before it
+// is closed.
+const rstAvoidance = 500 * time.Millisecond
+
+// lingeringClose closes a refused connection without losing the alert that
+// says why. Under TLS 1.3 the client has usually sent its Finished message
+// and its first request by the time the server refuses its certificate;
+// closing with those bytes unread makes the kernel answer with a reset,
+// which can reach the client before the alert and leave it with nothing but
+// "connection reset". Half-closing, then reading what is in flight for a
+// short while, lets the alert arrive first.
+func lingeringClose(raw net.Conn) {
+	if half, ok := raw.(interface{ CloseWrite() error }); ok {
+		_ = half.CloseWrite()
+		_ = raw.SetReadDeadline(time.Now().Add(rstAvoidance))
+		_, _ = io.Copy(io.Discard, io.LimitReader(raw, 256<<10))
+	}
+	_ = raw.Close()
 }
 
 func presentedAttrs(cert *x509.Certificate) []any {

@@ -1,0 +1,215 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/echoloop/echoloop/client"
+	echov1 "github.com/echoloop/echoloop/gen/echo/v1"
+)
+
+type callCmd struct {
+	clientFlags `embed:""`
+
+	Protocol string `default:"connect" enum:"connect,grpc,grpc-web,http,all" help:"Protocol to call with: connect, grpc, grpc-web, http, or all side by side."`
+	Message  string `default:"hello" help:"Message to echo."`
+	JSON     bool   `name:"json" help:"Print each answer as protojson, one object per line."`
+}
+
+func (c *callCmd) Run(ctx context.Context, out *output) error {
+	cl, err := c.newClient()
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+
+	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
+	defer cancel()
+
+	var results []client.Result
+	if c.Protocol == "all" {
+		results = cl.EchoAll(ctx, c.Message)
+	} else {
+		p, err := client.ParseProtocol(c.Protocol)
+		if err != nil {
+			return usageError{err}
+		}
+		resp, err := cl.Echo(ctx, p, c.Message)
+		results = []client.Result{{Protocol: p, Response: resp, Err: err}}
+	}
+
+	if c.JSON {
+		if err := printJSON(out.out, results); err != nil {
+			return err
+		}
+	} else {
+		printResults(out.out, results)
+	}
+	return verdict(results)
+}
+
+// verdict turns the results into the command's outcome: the error of a
+// single call as is, or whether all protocols agreed.
+func verdict(results []client.Result) error {
+	if len(results) == 1 {
+		return results[0].Err
+	}
+	if err := client.Agree(results); err != nil {
+		return err
+	}
+	return nil
+}
+
+// printJSON writes one protojson object per result, or an error object
+// {"protocol", "error": {"code", "message"}} for a failed call.
+func printJSON(w io.Writer, results []client.Result) error {
+	for _, r := range results {
+		if r.Err != nil {
+			line, err := json.Marshal(map[string]any{
+				"protocol": r.Protocol,
+				"error":    map[string]string{"code": connect.CodeOf(r.Err).String(), "message": r.Err.Error()},
+			})
+			if err != nil {
+				return fmt.Errorf("encoding error: %w", err)
+			}
+			fmt.Fprintln(w, string(line))
+			continue
+		}
+		line, err := protojson.Marshal(r.Response)
+		if err != nil {
+			return fmt.Errorf("encoding %s answer: %w", r.Protocol, err)
+		}
+		fmt.Fprintln(w, string(line))
+	}
+	return nil
+}
+
+// printResults shows the answers side by side: the connection facts per
+// protocol, then each identity field once when every protocol agrees on it.
+func printResults(w io.Writer, results []client.Result) {
+	var ok []client.Result
+	for _, r := range results {
+		if r.Err != nil {
+			fmt.Fprintf(w, "%s: %v\n", r.Protocol, r.Err)
+			continue
+		}
+		ok = append(ok, r)
+	}
+	if len(ok) == 0 {
+		return
+	}
+	if len(ok) < len(results) {
+		fmt.Fprintln(w)
+	}
+
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	header := []string{""}
+	for _, r := range ok {
+		header = append(header, string(r.Protocol))
+	}
+	fmt.Fprintln(tw, strings.Join(header, "\t"))
+	connectionRows := []struct {
+		name  string
+		value func(*echov1.EchoResponse) string
+	}{
+		{"message", func(r *echov1.EchoResponse) string { return r.GetMessage() }},
+		{"protocol (server)", func(r *echov1.EchoResponse) string { return r.GetConnection().GetProtocol() }},
+		{"http version", func(r *echov1.EchoResponse) string { return r.GetConnection().GetHttpVersion() }},
+		{"tls version", func(r *echov1.EchoResponse) string { return r.GetConnection().GetTlsVersion() }},
+		{"cipher suite", func(r *echov1.EchoResponse) string { return r.GetConnection().GetCipherSuite() }},
+		{"alpn", func(r *echov1.EchoResponse) string { return r.GetConnection().GetAlpn() }},
+		{"server name", func(r *echov1.EchoResponse) string { return r.GetConnection().GetServerName() }},
+		{"resumed", func(r *echov1.EchoResponse) string { return fmt.Sprint(r.GetConnection().GetResumed()) }},
+	}
+	for _, row := range connectionRows {
+		cells := []string{row.name}
+		for _, r := range ok {
+			cells = append(cells, orDash(row.value(r.Response)))
+		}
+		fmt.Fprintln(tw, strings.Join(cells, "\t"))
+	}
+	tw.Flush()
+
+	fmt.Fprintln(w)
+	if len(ok) > 1 {
+		fmt.Fprintf(w, "client identity, as the server verified it (%s):\n", protocolList(ok))
+	} else {
+		fmt.Fprintln(w, "client identity, as the server verified it:")
+	}
+	printIdentity(w, ok)
+}
+
+func printIdentity(w io.Writer, ok []client.Result) {
+	rows := []struct {
+		name  string
+		value func(*echov1.Peer) string
+	}{
+		{"common name", func(p *echov1.Peer) string { return p.GetCommonName() }},
+		{"sha256 fingerprint", func(p *echov1.Peer) string { return p.GetSha256Fingerprint() }},
+		{"serial number", func(p *echov1.Peer) string { return p.GetSerialNumber() }},
+		{"issuer", func(p *echov1.Peer) string { return p.GetIssuer() }},
+		{"dns names", func(p *echov1.Peer) string { return strings.Join(p.GetDnsNames(), ", ") }},
+		{"uris", func(p *echov1.Peer) string { return strings.Join(p.GetUris(), ", ") }},
+		{"email addresses", func(p *echov1.Peer) string { return strings.Join(p.GetEmailAddresses(), ", ") }},
+		{"ip addresses", func(p *echov1.Peer) string { return strings.Join(p.GetIpAddresses(), ", ") }},
+		{"spiffe id", func(p *echov1.Peer) string { return p.GetSpiffeId() }},
+		{"not before", func(p *echov1.Peer) string { return formatTime(p.GetNotBefore().AsTime()) }},
+		{"not after", func(p *echov1.Peer) string { return formatTime(p.GetNotAfter().AsTime()) }},
+		{"chain", func(p *echov1.Peer) string { return strings.Join(p.GetChain(), " <- ") }},
+	}
+
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, row := range rows {
+		first := row.value(ok[0].Response.GetPeer())
+		same := true
+		for _, r := range ok[1:] {
+			same = same && row.value(r.Response.GetPeer()) == first
+		}
+		if same {
+			fmt.Fprintf(tw, "  %s\t%s\n", row.name, orDash(first))
+			continue
+		}
+		for _, r := range ok {
+			fmt.Fprintf(tw, "  %s (%s)\t%s\tDIFFERS\n", row.name, r.Protocol, orDash(row.value(r.Response.GetPeer())))
+		}
+	}
+	tw.Flush()
+
+	if len(ok) > 1 {
+		if err := client.Agree(ok); err == nil {
+			fmt.Fprintf(w, "\nidentical on all %d protocols\n", len(ok))
+		} else {
+			fmt.Fprintf(w, "\nidentity DIFFERS between protocols: %v\n", err)
+		}
+	}
+}
+
+func protocolList(results []client.Result) string {
+	names := make([]string, 0, len(results))
+	for _, r := range results {
+		names = append(names, string(r.Protocol))
+	}
+	return strings.Join(names, ", ")
+}
+
+func formatTime(t time.Time) string {
+	if t.IsZero() || t.Unix() == 0 {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

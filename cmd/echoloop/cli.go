@@ -1,0 +1,93 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"path/filepath"
+	"time"
+
+	"github.com/alecthomas/kong"
+
+	"github.com/echoloop/echoloop/client"
+	"github.com/echoloop/echoloop/pki"
+)
+
+// commandLine is every command and flag of echoloop.
+type commandLine struct {
+	Serve  serveCmd  `cmd:"" help:"Serve Echo over mTLS on one port (Connect, gRPC, gRPC-Web, POST /v1/echo)."`
+	Call   callCmd   `cmd:"" help:"Make one Echo call and print what the server verified."`
+	Demo   demoCmd   `cmd:"" help:"Run the whole tour: temporary PKI, server, every protocol, side by side."`
+	Health healthCmd `cmd:"" help:"Ask a server's grpc.health.v1 service whether it is serving."`
+	PKI    pkiCmd    `cmd:"" name:"pki" help:"Make development certificates."`
+}
+
+// commandVars are the values the help text interpolates.
+func commandVars() kong.Vars {
+	vars := kong.Vars{"default_url": client.DefaultURL, "side": "server or client"}
+	for k, v := range serveVars() {
+		vars[k] = v
+	}
+	return vars
+}
+
+// certFiles are the flags that locate one side's certificates.
+type certFiles struct {
+	Certs  string `default:"certs" placeholder:"DIR" help:"Directory of ca.crt and this side's certificate and key."`
+	CACert string `name:"cacert" placeholder:"FILE" help:"CA bundle to verify the other side (default DIR/ca.crt)."`
+	Cert   string `placeholder:"FILE" help:"This side's certificate chain, PEM (default DIR/${side}.crt)."`
+	Key    string `placeholder:"FILE" help:"This side's private key, PEM, unencrypted (default DIR/${side}.key)."`
+}
+
+// paths resolves the three files for one side ("server" or "client").
+func (f certFiles) paths(side string) (caFile, certFile, keyFile string) {
+	caFile, certFile, keyFile = f.CACert, f.Cert, f.Key
+	if caFile == "" {
+		caFile = filepath.Join(f.Certs, pki.CACertFile)
+	}
+	if certFile == "" {
+		certFile = filepath.Join(f.Certs, side+".crt")
+	}
+	if keyFile == "" {
+		keyFile = filepath.Join(f.Certs, side+".key")
+	}
+	return caFile, certFile, keyFile
+}
+
+// withInitHint adds the command that makes missing files.
+func withInitHint(err error, certsDir string) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%w (create development certificates with `echoloop pki init --certs %s`, "+
+			"or point --cacert, --cert and --key at yours)", err, certsDir)
+	}
+	return err
+}
+
+// clientFlags are the flags of every command that calls a server.
+type clientFlags struct {
+	certFiles  `embed:"" set:"side=client"`
+	URL        string        `default:"${default_url}" placeholder:"URL" help:"Server to call."`
+	ServerName string        `placeholder:"NAME" help:"Name the server certificate must cover, when the URL's host is not it."`
+	HTTP1      bool          `name:"http1.1" help:"Offer only HTTP/1.1 (gRPC then fails: it needs HTTP/2)."`
+	Timeout    time.Duration `default:"10s" help:"Deadline of each call."`
+}
+
+// newClient builds the client the flags describe.
+func (f clientFlags) newClient() (*client.Client, error) {
+	caFile, certFile, keyFile := f.paths("client")
+	opts := []client.Option{
+		client.WithCAFile(caFile),
+		client.WithCertificateFiles(certFile, keyFile),
+	}
+	if f.ServerName != "" {
+		opts = append(opts, client.WithServerName(f.ServerName))
+	}
+	if f.HTTP1 {
+		opts = append(opts, client.WithHTTP1())
+	}
+	c, err := client.New(f.URL, opts...)
+	if err != nil {
+		return nil, withInitHint(err, f.Certs)
+	}
+	return c, nil
+}

@@ -1,0 +1,96 @@
+// Command echoloop serves and calls one Echo service over mutual TLS on one
+// port, as Connect, gRPC, gRPC-Web and a plain JSON POST, and shows that the
+// server verifies the client the same way whichever protocol carries the call.
+//
+// Every flag also reads an ECHOLOOP_* environment variable: --certs from
+// ECHOLOOP_CERTS, --server-name from ECHOLOOP_SERVER_NAME, and so on.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/alecthomas/kong"
+)
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitFail  = 1
+	exitUsage = 2
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(report(err, os.Stderr))
+}
+
+// usageError is a mistake in the command line rather than a failure of the work.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+// silentError fails the command after the command already said why.
+type silentError struct{}
+
+func (silentError) Error() string { return "failed" }
+
+// report prints err, if any, as one line and returns the exit code.
+func report(err error, stderr io.Writer) int {
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, new(silentError)):
+		return exitFail
+	case errors.As(err, new(usageError)):
+		fmt.Fprintf(stderr, "echoloop: %v (see echoloop --help)\n", err)
+		return exitUsage
+	}
+	fmt.Fprintf(stderr, "echoloop: %v\n", err)
+	return exitFail
+}
+
+// run parses args and runs the chosen command. It is main without the
+// process around it, so tests can drive the whole program.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var cli commandLine
+	exited := false
+	parser, err := kong.New(&cli,
+		kong.Name("echoloop"),
+		kong.Description("Mutual TLS on one port for Connect, gRPC, gRPC-Web and plain HTTP, "+
+			"with the client's verified identity in every answer."),
+		kong.DefaultEnvars("ECHOLOOP"),
+		kong.Writers(stdout, stderr),
+		kong.Exit(func(int) { exited = true }),
+		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+		kong.Vars(commandVars()),
+		kong.BindTo(ctx, (*context.Context)(nil)),
+		kong.Bind(&output{out: stdout, err: stderr}),
+	)
+	if err != nil {
+		return fmt.Errorf("building the command line: %w", err)
+	}
+
+	kctx, err := parser.Parse(args)
+	if exited {
+		return nil // --help was shown
+	}
+	if err != nil {
+		return usageError{err}
+	}
+	return kctx.Run()
+}
+
+// output is where commands write for people.
+type output struct {
+	out io.Writer
+	err io.Writer
+}

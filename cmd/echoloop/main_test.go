@@ -1,0 +1,295 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// runCommand runs echoloop in process and returns what it printed and the
+// exit code main would have used.
+func runCommand(ctx context.Context, args ...string) (stdout, stderr string, code int) {
+	var out, errOut bytes.Buffer
+	err := run(ctx, args, &out, &errOut)
+	code = report(err, &errOut)
+	return out.String(), errOut.String(), code
+}
+
+func TestDemoPasses(t *testing.T) {
+	t.Parallel()
+	out, errOut, code := runCommand(t.Context(), "demo")
+	if code != exitOK {
+		t.Fatalf("demo exited %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	for _, want := range []string{
+		"identical on all 4 protocols",
+		"demo passed",
+		"connect   refused: the server does not trust the CA",
+		"reason=unknown_authority",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestPKIInitServeCall(t *testing.T) {
+	t.Parallel()
+	certs := t.TempDir()
+	if out, errOut, code := runCommand(t.Context(), "pki", "init", "--certs", certs); code != exitOK {
+		t.Fatalf("pki init exited %d: %s%s", code, out, errOut)
+	}
+	for name, mode := range map[string]os.FileMode{
+		"ca.crt": 0o644, "ca.key": 0o600, "server.crt": 0o644, "server.key": 0o600,
+		"client.crt": 0o644, "client.key": 0o600,
+	} {
+		info, err := os.Stat(filepath.Join(certs, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Mode().Perm() != mode {
+			t.Errorf("%s has mode %o, want %o", name, info.Mode().Perm(), mode)
+		}
+	}
+
+	url := startServe(t, certs, "--certs", certs)
+
+	out, errOut, code := runCommand(t.Context(), "call", "--certs", certs, "--url", url,
+		"--protocol", "all", "--json", "--message", "via the CLI")
+	if code != exitOK {
+		t.Fatalf("call exited %d: %s%s", code, out, errOut)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 4 {
+		t.Fatalf("call --protocol all --json printed %d lines, want 4:\n%s", len(lines), out)
+	}
+	fingerprints := map[string]bool{}
+	for i, line := range lines {
+		var answer struct {
+			Message    string
+			Peer       struct{ CommonName, Sha256Fingerprint string }
+			Connection struct{ Protocol string }
+		}
+		if err := json.Unmarshal([]byte(line), &answer); err != nil {
+			t.Fatalf("line %d is not JSON: %v: %s", i+1, err, line)
+		}
+		want := []string{"connect", "grpc", "grpc-web", "http"}[i]
+		if answer.Connection.Protocol != want || answer.Message != "via the CLI" || answer.Peer.CommonName != "client" {
+			t.Errorf("line %d = %s, want protocol %s, message and CN client", i+1, line, want)
+		}
+		fingerprints[answer.Peer.Sha256Fingerprint] = true
+	}
+	if len(fingerprints) != 1 {
+		t.Errorf("fingerprints differ across protocols: %v", fingerprints)
+	}
+
+	out, _, code = runCommand(t.Context(), "call", "--certs", certs, "--url", url, "--protocol", "all")
+	if code != exitOK || !strings.Contains(out, "identical on all 4 protocols") {
+		t.Errorf("call --protocol all exited %d:\n%s", code, out)
+	}
+
+}
+
+// TestEnvironmentStandsInForFlags is not parallel: it sets the process
+// environment, which every other test would see.
+func TestEnvironmentStandsInForFlags(t *testing.T) {
+	certs := t.TempDir()
+	if _, errOut, code := runCommand(t.Context(), "pki", "init", "--certs", certs); code != exitOK {
+		t.Fatal(errOut)
+	}
+	t.Setenv("ECHOLOOP_CERTS", certs)
+	url := startServe(t, certs) // --certs comes from the environment
+	t.Setenv("ECHOLOOP_URL", url)
+	t.Setenv("ECHOLOOP_PROTOCOL", "grpc-web")
+	t.Setenv("ECHOLOOP_MESSAGE", "from the environment")
+
+	out, errOut, code := runCommand(t.Context(), "call", "--json")
+	if code != exitOK {
+		t.Fatalf("call exited %d: %s%s", code, out, errOut)
+	}
+	if !strings.Contains(out, `"protocol":"grpc-web"`) || !strings.Contains(out, "from the environment") {
+		t.Errorf("call did not take its flags from the environment: %s", out)
+	}
+}
+
+// startServe runs `echoloop serve` with args on a free loopback port until
+// the test ends, waits until it is healthy, and returns its URL.
+func startServe(t *testing.T, certs string, args ...string) string {
+	t.Helper()
+	addr := freeLoopbackAddr(t)
+	url := "https://localhost:" + strings.Split(addr, ":")[1]
+	serveCtx, stop := context.WithCancel(t.Context())
+	var logs bytes.Buffer
+	served := make(chan error, 1)
+	go func() {
+		args := append([]string{"serve", "--addr", addr, "--log-format", "json"}, args...)
+		served <- run(serveCtx, args, &bytes.Buffer{}, &syncWriter{w: &logs})
+	}()
+	t.Cleanup(func() {
+		stop()
+		if err := <-served; err != nil {
+			t.Errorf("serve returned %v", err)
+		}
+	})
+	waitHealthy(t, certs, url)
+	return url
+}
+
+// freeLoopbackAddr returns a loopback address whose port was free a moment ago.
+func freeLoopbackAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+func waitHealthy(t *testing.T, certs, url string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, errOut, code := runCommand(t.Context(), "health", "--certs", certs, "--url", url, "--timeout", "1s")
+		if code == exitOK && strings.TrimSpace(out) == "SERVING" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server not healthy after 10s: %s%s", out, errOut)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestServeRefusesBadInputWithOneLine(t *testing.T) {
+	t.Parallel()
+	good := t.TempDir()
+	if _, errOut, code := runCommand(t.Context(), "pki", "init", "--certs", good); code != exitOK {
+		t.Fatal(errOut)
+	}
+	garbled := t.TempDir()
+	for _, name := range []string{"ca.crt", "server.crt", "server.key"} {
+		data, err := os.ReadFile(filepath.Join(good, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if name == "server.crt" {
+			data = []byte("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n")
+		}
+		if err := os.WriteFile(filepath.Join(garbled, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	cases := []struct {
+		name     string
+		args     []string
+		wantCode int
+		want     []string
+	}{
+		{"refused/unknown flag", []string{"serve", "--bogus"}, exitUsage, []string{"--bogus"}},
+		{"refused/bad TLS version", []string{"serve", "--tls-min", "1.0"}, exitUsage, []string{"--tls-min", "1.0"}},
+		{"refused/missing certificates", []string{"serve", "--certs", filepath.Join(good, "nowhere")},
+			exitFail, []string{"no such file", "server.crt", "pki init"}},
+		{"refused/unparsable certificate", []string{"serve", "--certs", garbled},
+			exitFail, []string{"server.crt", "does not parse"}},
+		{"refused/key of another certificate", []string{"serve", "--certs", good,
+			"--key", filepath.Join(good, "client.key")}, exitFail, []string{"do not belong together"}},
+		{"refused/CA file with no certificate", []string{"serve", "--certs", good,
+			"--cacert", filepath.Join(good, "ca.key")}, exitFail, []string{"holds no certificate", "PRIVATE KEY"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			out, errOut, code := runCommand(ctx, append(tc.args, "--addr", "127.0.0.1:0")...)
+			if code != tc.wantCode {
+				t.Fatalf("exit code %d, want %d; stdout %q stderr %q", code, tc.wantCode, out, errOut)
+			}
+			if lines := strings.Count(strings.TrimSpace(errOut), "\n") + 1; lines != 1 {
+				t.Errorf("stderr has %d lines, want one:\n%s", lines, errOut)
+			}
+			for _, want := range tc.want {
+				if !strings.Contains(errOut, want) {
+					t.Errorf("stderr %q does not mention %q", errOut, want)
+				}
+			}
+		})
+	}
+}
+
+func TestPKIInitNeverOverwritesWithoutForce(t *testing.T) {
+	t.Parallel()
+	certs := t.TempDir()
+	if _, errOut, code := runCommand(t.Context(), "pki", "init", "--certs", certs); code != exitOK {
+		t.Fatal(errOut)
+	}
+	before, err := os.ReadFile(filepath.Join(certs, "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	_, errOut, code := runCommand(t.Context(), "pki", "init", "--certs", certs)
+	if code != exitFail || !strings.Contains(errOut, "--force") {
+		t.Errorf("second init exited %d with %q, want a refusal naming --force", code, errOut)
+	}
+	after, _ := os.ReadFile(filepath.Join(certs, "ca.crt"))
+	if !bytes.Equal(before, after) {
+		t.Error("ca.crt changed without --force")
+	}
+
+	if _, errOut, code := runCommand(t.Context(), "pki", "init", "--certs", certs, "--force"); code != exitOK {
+		t.Fatalf("init --force exited %d: %s", code, errOut)
+	}
+	replaced, _ := os.ReadFile(filepath.Join(certs, "ca.crt"))
+	if bytes.Equal(before, replaced) {
+		t.Error("ca.crt unchanged after --force")
+	}
+}
+
+func TestCallExplainsAMissingServer(t *testing.T) {
+	t.Parallel()
+	certs := t.TempDir()
+	if _, errOut, code := runCommand(t.Context(), "pki", "init", "--certs", certs); code != exitOK {
+		t.Fatal(errOut)
+	}
+	addr := freeLoopbackAddr(t)
+	_, errOut, code := runCommand(t.Context(), "call", "--certs", certs, "--url", "https://"+addr)
+	if code != exitFail || !strings.Contains(errOut, "nothing is listening") {
+		t.Errorf("exit %d, stderr %q; want a failure saying nothing is listening", code, errOut)
+	}
+}
+
+func TestHelpExitsZero(t *testing.T) {
+	t.Parallel()
+	out, _, code := runCommand(t.Context(), "serve", "--help")
+	if code != exitOK {
+		t.Fatalf("serve --help exited %d", code)
+	}
+	for _, want := range []string{"--addr", "--certs", "--cacert", "--tls-min", "ECHOLOOP_CERTS"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("serve --help lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// syncWriter serialises writes from the server's goroutines.
+type syncWriter struct {
+	mu sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}

@@ -1,0 +1,106 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/echoloop/echoloop/pki"
+	"github.com/echoloop/echoloop/server"
+)
+
+type serveCmd struct {
+	certFiles `embed:"" set:"side=server"`
+
+	Addr              string        `default:"${default_addr}" placeholder:"HOST:PORT" help:"Address to listen on."`
+	TLSMin            string        `name:"tls-min" default:"1.3" enum:"1.2,1.3" help:"Lowest TLS version accepted (1.2 or 1.3)."`
+	MaxMessageBytes   int           `default:"${default_max_message}" placeholder:"BYTES" help:"Largest message accepted or sent, on every protocol."`
+	ReadHeaderTimeout time.Duration `default:"${default_read_header}" help:"Time a client has to send request headers."`
+	IdleTimeout       time.Duration `default:"${default_idle}" help:"Close connections idle for this long."`
+	HandshakeTimeout  time.Duration `default:"${default_handshake}" help:"Time a client has to finish the TLS handshake."`
+	DrainTimeout      time.Duration `default:"${default_drain}" help:"On SIGINT or SIGTERM, time calls in flight have to finish."`
+	LogFormat         string        `default:"text" enum:"text,json" help:"Log format (text or json)."`
+	LogLevel          string        `default:"info" enum:"debug,info,warn,error" help:"Lowest level logged."`
+}
+
+// serveVars are the defaults the serve flags show in their help.
+func serveVars() map[string]string {
+	return map[string]string{
+		"default_addr":        server.DefaultAddr,
+		"default_max_message": fmt.Sprint(server.DefaultMaxMessageBytes),
+		"default_read_header": server.DefaultReadHeaderTimeout.String(),
+		"default_idle":        server.DefaultIdleTimeout.String(),
+		"default_handshake":   server.DefaultHandshakeTimeout.String(),
+		"default_drain":       server.DefaultDrainTimeout.String(),
+	}
+}
+
+func (c *serveCmd) Run(ctx context.Context, out *output) error {
+	log := newLogger(out.err, c.LogFormat, c.LogLevel)
+
+	opts, err := c.tlsOptions()
+	if err != nil {
+		return err
+	}
+	minVersion := uint16(tls.VersionTLS13)
+	if c.TLSMin == "1.2" {
+		minVersion = tls.VersionTLS12
+	}
+	opts = append(opts,
+		server.WithLogger(log),
+		server.WithMinVersion(minVersion),
+		server.WithMaxMessageBytes(c.MaxMessageBytes),
+		server.WithReadHeaderTimeout(c.ReadHeaderTimeout),
+		server.WithIdleTimeout(c.IdleTimeout),
+		server.WithHandshakeTimeout(c.HandshakeTimeout),
+		server.WithDrainTimeout(c.DrainTimeout),
+	)
+	srv, err := server.New(opts...)
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", c.Addr)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w (is another server using the port? choose one with --addr)",
+			c.Addr, err)
+	}
+	return srv.Serve(ctx, ln)
+}
+
+// tlsOptions loads the server's certificate and the client CA bundle, and
+// refuses material that could never serve.
+func (c *serveCmd) tlsOptions() ([]server.Option, error) {
+	caFile, certFile, keyFile := c.paths("server")
+
+	pair, err := pki.LoadKeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, withInitHint(fmt.Errorf("loading server certificate: %w", err), c.Certs)
+	}
+	if now := time.Now(); now.After(pair.Leaf.NotAfter) {
+		return nil, fmt.Errorf("server certificate %q expired at %s (this machine's clock says %s): "+
+			"issue a new one (echoloop pki init --force for development)",
+			certFile, pair.Leaf.NotAfter.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	}
+	pool, _, err := pki.LoadCertPool(caFile)
+	if err != nil {
+		return nil, withInitHint(fmt.Errorf("loading client CA bundle: %w", err), c.Certs)
+	}
+	return []server.Option{server.WithCertificate(pair), server.WithClientCAs(pool)}, nil
+}
+
+// newLogger builds the process's logger. Levels and format come from flags
+// that kong has already checked against their enums.
+func newLogger(w io.Writer, format, level string) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(level))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
