@@ -2,9 +2,11 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"mime"
 	"net/http"
 	"time"
 
@@ -108,12 +110,50 @@ func (s *Server) routes() (http.Handler, error) {
 
 	mux := http.NewServeMux()
 	mux.Handle(echoPath, withRequestInfo(echoHandler, false))
-	mux.Handle(PlainHTTPPath, withRequestInfo(transcoder, true))
+	mux.Handle(PlainHTTPPath, withRequestInfo(plainJSON(transcoder), true))
 	mux.Handle(grpchealth.NewHandler(s.health, handlerOptions...))
 	reflector := grpcreflect.NewStaticReflector(echov1connect.EchoServiceName, grpchealth.HealthV1ServiceName)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector, handlerOptions...))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, handlerOptions...))
 	return mux, nil
+}
+
+// plainJSON admits only JSON POSTs to the plain route, and answers anything
+// else with a google.rpc.Status in JSON, as the route's other errors are.
+//
+// A request with no content type, or with the form type that curl -d sends
+// unless told otherwise, is read as JSON: the route takes nothing else, and
+// refusing what the user meant to send helps no one.
+func plainJSON(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", http.MethodPost)
+			writeStatus(w, http.StatusMethodNotAllowed, connect.CodeUnimplemented,
+				fmt.Sprintf("%s takes POST with a JSON body, not %s", PlainHTTPPath, r.Method))
+			return
+		}
+		mediaType, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+		switch mediaType {
+		case "application/json":
+		case "", "application/x-www-form-urlencoded":
+			r.Header.Set("Content-Type", "application/json")
+		default:
+			writeStatus(w, http.StatusUnsupportedMediaType, connect.CodeInvalidArgument,
+				fmt.Sprintf("%s takes a JSON body, not %q: send Content-Type: application/json",
+					PlainHTTPPath, mediaType))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// writeStatus writes an error in the plain route's format, a google.rpc.Status
+// in JSON.
+func writeStatus(w http.ResponseWriter, httpStatus int, code connect.Code, message string) {
+	body, _ := json.Marshal(map[string]any{"code": int(code), "message": message, "details": []any{}})
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(httpStatus)
+	_, _ = w.Write(body)
 }
 
 // accessLog writes one line per call: procedure, protocol, code, duration

@@ -109,6 +109,23 @@ func TestCurl(t *testing.T) {
 		})
 	}
 
+	t.Run("ok/plain route without a content type", func(t *testing.T) {
+		t.Parallel()
+		// curl -d alone sends application/x-www-form-urlencoded.
+		cmd := exec.CommandContext(callContext(t), curl, "--silent", "--show-error", "--fail-with-body",
+			"--cacert", caFile, "--cert", certFile, "--key", keyFile, "-d", `{"message":"bare"}`,
+			srv.URL+"/v1/echo")
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("curl: %v\n%s%s", err, out, stderrOf(err))
+		}
+		var got echoJSON
+		if err := json.Unmarshal(out, &got); err != nil {
+			t.Fatalf("answer is not JSON: %v\n%s", err, out)
+		}
+		got.check(t, srv, "bare", "http", "HTTP/2.0")
+	})
+
 	t.Run("refused/no client certificate", func(t *testing.T) {
 		t.Parallel()
 		cmd := exec.CommandContext(callContext(t), curl, "--silent", "--show-error",

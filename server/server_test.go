@@ -239,3 +239,48 @@ func TestNewRefusesIncompleteConfiguration(t *testing.T) {
 		}
 	}
 }
+
+func TestPlainRouteRefusesWhatIsNotAJSONPost(t *testing.T) {
+	t.Parallel()
+	srv := servertest.Start(t)
+	hc := mtlsHTTPClient(t, srv)
+
+	cases := []struct {
+		name, method, contentType string
+		wantStatus                int
+		wantMessage               string
+	}{
+		{"refused/GET", http.MethodGet, "", http.StatusMethodNotAllowed, "takes POST"},
+		{"refused/text body", http.MethodPost, "text/plain", http.StatusUnsupportedMediaType,
+			"send Content-Type: application/json"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			req, err := http.NewRequestWithContext(callContext(t), tc.method, srv.URL+server.PlainHTTPPath,
+				strings.NewReader(`{"message":"x"}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.contentType != "" {
+				req.Header.Set("Content-Type", tc.contentType)
+			}
+			resp, err := hc.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var status struct {
+				Code    int    `json:"code"`
+				Message string `json:"message"`
+			}
+			if err := json.NewDecoder(resp.Body).Decode(&status); err != nil {
+				t.Fatalf("error body is not JSON: %v", err)
+			}
+			if resp.StatusCode != tc.wantStatus || !strings.Contains(status.Message, tc.wantMessage) {
+				t.Errorf("answer %d %+v, want %d with a message containing %q",
+					resp.StatusCode, status, tc.wantStatus, tc.wantMessage)
+			}
+		})
+	}
+}
