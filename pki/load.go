@@ -168,7 +168,7 @@ func LoadKeyPair(certPath, keyPath string) (tls.Certificate, error) {
 	if err != nil {
 		return tls.Certificate{}, err
 	}
-	if err := CheckKeyMatches(certs[0], key); err != nil {
+	if err := checkKeyMatches(certs[0], key); err != nil {
 		return tls.Certificate{}, fmt.Errorf("pki: %q and %q do not belong together: %w", certPath, keyPath, err)
 	}
 
@@ -182,6 +182,15 @@ func LoadKeyPair(certPath, keyPath string) (tls.Certificate, error) {
 // CheckKeyMatches reports an error unless key is the private half of the
 // certificate's public key.
 func CheckKeyMatches(cert *x509.Certificate, key crypto.Signer) error {
+	if err := checkKeyMatches(cert, key); err != nil {
+		return fmt.Errorf("pki: %w", err)
+	}
+	return nil
+}
+
+// checkKeyMatches is [CheckKeyMatches] without the "pki: " prefix, for
+// callers that wrap its error in a message of their own.
+func checkKeyMatches(cert *x509.Certificate, key crypto.Signer) error {
 	pub, ok := cert.PublicKey.(interface{ Equal(crypto.PublicKey) bool })
 	if !ok {
 		return fmt.Errorf("the certificate's public key (%T) cannot be compared", cert.PublicKey)
