@@ -75,8 +75,12 @@ func Init(cfg InitConfig) (*InitResult, error) {
 	}
 
 	names := []string{CACertFile, CAKeyFile, ServerCertFile, ServerKeyFile, ClientCertFile, ClientKeyFile}
+	existing, err := existingFiles(cfg.Dir, names)
+	if err != nil {
+		return nil, err
+	}
 	if !cfg.Force {
-		if existing := existingFiles(cfg.Dir, names); len(existing) > 0 {
+		if len(existing) > 0 {
 			return nil, fmt.Errorf("pki: %s already exist; nothing was written "+
 				"(pass --force to replace them, or choose another --certs directory)",
 				strings.Join(existing, ", "))
@@ -104,14 +108,32 @@ func Init(cfg InitConfig) (*InitResult, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("pki: creating directory %q: %w", cfg.Dir, err)
 	}
+	// Stage every file before renaming any, so that a failure to write one
+	// (a full disk, a directory in the way) leaves the old set whole.
 	result := &InitResult{CA: ca, Server: server, Client: client}
+	staged := make([]string, 0, len(names))
+	defer func() {
+		for _, tmp := range staged {
+			os.Remove(tmp) // a no-op once renamed
+		}
+	}()
 	for _, name := range names {
-		path := filepath.Join(cfg.Dir, name)
 		f := files[name]
-		if err := WriteFile(path, f.data, f.mode); err != nil {
+		tmp, err := stageFile(filepath.Join(cfg.Dir, name), f.data, f.mode)
+		if err != nil {
 			return nil, err
 		}
+		staged = append(staged, tmp)
+	}
+	for i, name := range names {
+		path := filepath.Join(cfg.Dir, name)
+		if err := os.Rename(staged[i], path); err != nil {
+			return nil, fmt.Errorf("pki: moving %q into place: %w", path, err)
+		}
 		result.Files = append(result.Files, path)
+	}
+	if err := syncDir(cfg.Dir); err != nil {
+		return nil, err
 	}
 	return result, nil
 }
@@ -144,48 +166,78 @@ func encodeAll(ca *Authority, server, client *Issued) (map[string]encodedFile, e
 	}, nil
 }
 
-func existingFiles(dir string, names []string) []string {
+func existingFiles(dir string, names []string) ([]string, error) {
 	var existing []string
 	for _, name := range names {
 		path := filepath.Join(dir, name)
-		if _, err := os.Lstat(path); err == nil {
+		info, err := os.Lstat(path)
+		switch {
+		case err == nil && info.IsDir():
+			return nil, fmt.Errorf("pki: %q is a directory; remove it or choose another --certs directory", path)
+		case err == nil:
 			existing = append(existing, path)
+		case !errors.Is(err, fs.ErrNotExist):
+			return nil, fmt.Errorf("pki: checking %q: %w", path, err)
 		}
 	}
-	return existing
+	return existing, nil
 }
 
 // WriteFile writes data to path with the given mode, atomically: it writes a
 // temporary file in the same directory, syncs it and renames it over path, so
 // that a reader never sees half a file.
 func WriteFile(path string, data []byte, mode fs.FileMode) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
+	tmp, err := stageFile(path, data, mode)
 	if err != nil {
-		return fmt.Errorf("pki: writing %q: %w", path, err)
+		return err
 	}
-	tmpName := tmp.Name()
-	defer os.Remove(tmpName) // a no-op once renamed
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("pki: moving %q into place: %w", path, err)
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// stageFile writes data, synced, to a temporary file beside path and returns
+// its name; the caller renames it into place or removes it.
+func stageFile(path string, data []byte, mode fs.FileMode) (string, error) {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return "", fmt.Errorf("pki: writing %q: %w", path, err)
+	}
+	fail := func(step string, err error) (string, error) {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return "", fmt.Errorf("pki: %s %q: %w", step, path, err)
+	}
 
 	// CreateTemp makes the file 0600; set the final mode before any byte
 	// lands so a key is never readable by others, even for an instant.
 	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return fmt.Errorf("pki: setting mode of %q: %w", path, err)
+		return fail("setting mode of", err)
 	}
 	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("pki: writing %q: %w", path, err)
+		return fail("writing", err)
 	}
 	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("pki: syncing %q: %w", path, err)
+		return fail("syncing", err)
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("pki: closing %q: %w", path, err)
+		os.Remove(tmp.Name())
+		return "", fmt.Errorf("pki: closing %q: %w", path, err)
 	}
-	if err := os.Rename(tmpName, path); err != nil {
-		return fmt.Errorf("pki: moving %q into place: %w", path, err)
+	return tmp.Name(), nil
+}
+
+// syncDir makes a rename in dir durable across a crash.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("pki: opening directory %q: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("pki: syncing directory %q: %w", dir, err)
 	}
 	return nil
 }

@@ -63,10 +63,12 @@ func ParseCertificates(name string, data []byte) ([]*x509.Certificate, error) {
 		"-----BEGIN CERTIFICATE----- block)", name)
 }
 
-// looksLikeDER reports whether data starts like a DER SEQUENCE, which is how
-// a binary certificate or key begins.
+// looksLikeDER reports whether data starts like a DER SEQUENCE with a
+// long-form length, which is how every binary certificate or key begins.
+// Text starting with the digit 0 (also 0x30) is followed by another
+// printable byte, below 0x80.
 func looksLikeDER(data []byte) bool {
-	return len(data) > 1 && data[0] == 0x30
+	return len(data) > 1 && data[0] == 0x30 && data[1] >= 0x81 && data[1] <= 0x84
 }
 
 // LoadCertPool reads a PEM bundle of one or more CA certificates into a pool.

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/echoloop/echoloop/pki"
@@ -551,5 +552,13 @@ func mustDER(t *testing.T) func([]byte, error) []byte {
 			t.Fatal(err)
 		}
 		return der
+	}
+}
+
+func TestTextStartingWithZeroIsNotMistakenForDER(t *testing.T) {
+	t.Parallel()
+	_, err := pki.ParseCertificates("fingerprint.txt", []byte("0a1b2c3d4e5f\n"))
+	if err == nil || strings.Contains(err.Error(), "DER") {
+		t.Errorf("error = %v, want a refusal that does not call the text DER", err)
 	}
 }

@@ -124,8 +124,8 @@ func WithKey(key crypto.Signer) Option {
 	return optionFunc(func(o *certOptions) { o.key = key })
 }
 
-// WithValidFor sets the validity period, starting [Backdate] before now.
-// Defaults: [DefaultCAValidity] for authorities, [DefaultLeafValidity] for leaves.
+// WithValidFor makes the certificate valid from [Backdate] ago until d from
+// now. Defaults: [DefaultCAValidity] for authorities, [DefaultLeafValidity] for leaves.
 func WithValidFor(d time.Duration) Option {
 	return optionFunc(func(o *certOptions) { o.validFor = d })
 }
@@ -387,9 +387,9 @@ func sign(template, parent *x509.Certificate, pub crypto.PublicKey, key crypto.S
 
 func sanKind(value string) string {
 	switch {
-	case net.ParseIP(value) != nil:
+	case net.ParseIP(strings.Trim(value, "[]")) != nil:
 		return "ip"
-	case strings.Contains(value, "://"):
+	case strings.Contains(value, "://"), strings.HasPrefix(strings.ToLower(value), "urn:"):
 		return "uri"
 	case strings.Contains(value, "@"):
 		return "email"
@@ -397,11 +397,21 @@ func sanKind(value string) string {
 	return "dns"
 }
 
+// checkDNSName refuses values that cannot be a DNS name, which would
+// otherwise end up in a certificate no client can match.
+func checkDNSName(value string) error {
+	if strings.ContainsAny(value, ":/%[] \t") {
+		return fmt.Errorf("pki: subject alternative name %q is not a DNS name, IP address, "+
+			"URI (scheme://...) or e-mail address: give a host name without port or path", value)
+	}
+	return nil
+}
+
 func addSANs(template *x509.Certificate, sans []string) error {
 	for _, san := range sans {
 		switch sanKind(san) {
 		case "ip":
-			template.IPAddresses = append(template.IPAddresses, net.ParseIP(san))
+			template.IPAddresses = append(template.IPAddresses, net.ParseIP(strings.Trim(san, "[]")))
 		case "uri":
 			u, err := url.Parse(san)
 			if err != nil {
@@ -415,6 +425,9 @@ func addSANs(template *x509.Certificate, sans []string) error {
 			}
 			template.EmailAddresses = append(template.EmailAddresses, addr.Address)
 		default:
+			if err := checkDNSName(san); err != nil {
+				return err
+			}
 			template.DNSNames = append(template.DNSNames, san)
 		}
 	}

@@ -1334,3 +1334,57 @@ func wantPKIError(t *testing.T, err error, subs ...string) {
 		}
 	}
 }
+
+func TestSANForms(t *testing.T) {
+	t.Parallel()
+	ca, err := pki.NewAuthority("san forms CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	leaf, err := ca.IssueServer([]string{"[::1]", "urn:uuid:6e8bc430-9c3a-11d9-9669-0800200c9a66"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(leaf.Certificate.IPAddresses) != 1 || leaf.Certificate.IPAddresses[0].String() != "::1" {
+		t.Errorf("[::1] became IPs %v, want ::1", leaf.Certificate.IPAddresses)
+	}
+	if len(leaf.Certificate.URIs) != 1 || leaf.Certificate.URIs[0].Scheme != "urn" {
+		t.Errorf("urn: value became URIs %v, want one urn URI", leaf.Certificate.URIs)
+	}
+
+	for _, bad := range []string{"host:8443", "example.org/path", "fe80::1%eth0", "two words"} {
+		_, err := ca.IssueServer([]string{bad})
+		if err == nil || !strings.Contains(err.Error(), "is not a DNS name") {
+			t.Errorf("SAN %q: error = %v, want it refused as not a DNS name", bad, err)
+		}
+	}
+}
+
+func TestInitWithForceLeavesTheOldSetWholeWhenAFileCannotBeReplaced(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if _, err := pki.Init(pki.InitConfig{Dir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(filepath.Join(dir, pki.CACertFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A directory where a key should be cannot be renamed over.
+	if err := os.Remove(filepath.Join(dir, pki.ServerKeyFile)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, pki.ServerKeyFile), 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	_, err = pki.Init(pki.InitConfig{Dir: dir, Force: true})
+	if err == nil || !strings.Contains(err.Error(), "is a directory") {
+		t.Fatalf("error = %v, want a refusal naming the directory", err)
+	}
+	after, _ := os.ReadFile(filepath.Join(dir, pki.CACertFile))
+	if !bytes.Equal(before, after) {
+		t.Error("ca.crt was replaced although the set could not be written whole")
+	}
+}
