@@ -5,8 +5,8 @@ import (
 	"strings"
 	"testing"
 
-	echov1 "github.com/echoloop/echoloop/gen/echo/v1"
 	"github.com/echoloop/echoloop/client"
+	echov1 "github.com/echoloop/echoloop/gen/echo/v1"
 )
 
 func TestAgree(t *testing.T) {

@@ -161,6 +161,18 @@ func (c *Client) diagnoseAlert(alert string) (cause, fix string) {
 	}
 	asked := c.askedFor()
 
+	// A refusal alert names a category; the certificate itself usually
+	// shows the precise cause, and the client has it at hand.
+	switch alert {
+	case "bad certificate", "certificate unknown", "unsupported certificate",
+		"expired certificate", "unknown certificate authority":
+		if c.opts.cert != nil {
+			if problem := CheckClientCertificate(c.opts.cert, certName, time.Now()); problem != nil {
+				return "the server refused the client certificate: " + problem.Cause, problem.Fix
+			}
+		}
+	}
+
 	switch alert {
 	case "certificate required":
 		if c.opts.cert == nil {
@@ -171,10 +183,13 @@ func (c *Client) diagnoseAlert(alert string) (cause, fix string) {
 			"present a certificate issued by " + orUnknown(asked)
 	case "unknown certificate authority":
 		return fmt.Sprintf("the server does not trust the CA that issued %s (issuer %q)", certName, issuer),
-			fmt.Sprintf("use a certificate issued by %s, or add its CA to the server's --cacert",
-				orUnknown(asked))
+			fmt.Sprintf("use a certificate issued by %s, or add its CA to the server's --cacert; "+
+				"if %q is an intermediate, append its certificate to the certificate file after the leaf",
+				orUnknown(asked), issuer)
 	case "expired certificate":
-		return c.validityCause(certName), "issue a new client certificate (echoloop pki init --force, or your CA)"
+		return fmt.Sprintf("the server refused %s as expired or not yet valid, by its clock "+
+				"(this machine's says %s)", certName, stamp(time.Now())),
+			"check the server's clock, or issue a new client certificate"
 	case "unsupported certificate":
 		return fmt.Sprintf("the server refused %s for its key usage: it is not marked for client authentication",
 			certName), "issue a client certificate with the clientAuth extended key usage"
@@ -191,23 +206,6 @@ func (c *Client) diagnoseAlert(alert string) (cause, fix string) {
 	}
 	return fmt.Sprintf("the server ended the TLS handshake with alert %q", alert),
 		"read the server's log for the handshake it refused"
-}
-
-// validityCause names the certificate's window and this machine's clock, so
-// that a skewed clock shows as such.
-func (c *Client) validityCause(certName string) string {
-	if c.opts.cert == nil || c.opts.cert.Leaf == nil {
-		return fmt.Sprintf("the server refused %s as expired or not yet valid", certName)
-	}
-	leaf := c.opts.cert.Leaf
-	now := time.Now().UTC()
-	state := "has expired"
-	if now.Before(leaf.NotBefore) {
-		state = "is not yet valid"
-	}
-	return fmt.Sprintf("the server refused %s: it %s (valid %s to %s; this machine's clock says %s)",
-		certName, state, leaf.NotBefore.UTC().Format(time.RFC3339),
-		leaf.NotAfter.UTC().Format(time.RFC3339), now.Format(time.RFC3339))
 }
 
 // askedFor describes the CAs the server named in its CertificateRequest.

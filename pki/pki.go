@@ -109,6 +109,7 @@ type certOptions struct {
 	notBefore time.Time
 	notAfter  time.Time
 	validFor  time.Duration
+	issuedAt  time.Time
 	usages    []x509.ExtKeyUsage
 	sans      []string
 	subject   pkix.Name
@@ -128,6 +129,13 @@ func WithKey(key crypto.Signer) Option {
 // now. Defaults: [DefaultCAValidity] for authorities, [DefaultLeafValidity] for leaves.
 func WithValidFor(d time.Duration) Option {
 	return optionFunc(func(o *certOptions) { o.validFor = d })
+}
+
+// WithIssuedAt issues the certificate as if the clock read t: the validity
+// starts [Backdate] before t. Tests use it to stand in for an issuer whose
+// clock differs from the verifier's.
+func WithIssuedAt(t time.Time) Option {
+	return optionFunc(func(o *certOptions) { o.issuedAt = t })
 }
 
 // WithValidity sets the exact validity window. Tests use it to make expired
@@ -162,6 +170,10 @@ type Authority struct {
 	Certificate *x509.Certificate
 	// Key is the authority's private key.
 	Key crypto.Signer
+	// Chain holds, for an intermediate, its own certificate and those of
+	// any intermediates above it, nearest first, without the root. It is
+	// empty for a root. Leaves issued here carry it after themselves.
+	Chain []*x509.Certificate
 }
 
 // NewAuthority makes a self-signed root CA named commonName. Options that
@@ -202,6 +214,9 @@ type Issued struct {
 	Certificate *x509.Certificate
 	// Key is the leaf's private key.
 	Key crypto.Signer
+	// Chain holds the intermediates between the leaf and the root, nearest
+	// first; empty when a root signed the leaf.
+	Chain []*x509.Certificate
 }
 
 // IssueServer signs a server certificate (serverAuth) for the given names.
@@ -253,22 +268,92 @@ func (a *Authority) Issue(commonName string, usages []x509.ExtKeyUsage, opts ...
 	if err != nil {
 		return nil, fmt.Errorf("pki: signing certificate %q: %w", commonName, err)
 	}
+	return &Issued{Certificate: cert, Key: key, Chain: append([]*x509.Certificate{}, a.Chain...)}, nil
+}
+
+// NewIntermediate makes a CA named commonName signed by a. Options that
+// apply: [WithKeyType], [WithKey], [WithValidFor], [WithValidity],
+// [WithIssuedAt], and [WithUsage], which puts an extended key usage list on
+// the intermediate and so limits what the leaves below it may be used for.
+func (a *Authority) NewIntermediate(commonName string, opts ...Option) (*Authority, error) {
+	o := resolve(DefaultCAValidity, nil, opts)
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	key, err := o.signer()
+	if err != nil {
+		return nil, err
+	}
+
+	template, err := newTemplate(commonName, o)
+	if err != nil {
+		return nil, err
+	}
+	template.IsCA = true
+	template.BasicConstraintsValid = true
+	template.MaxPathLenZero = true // signs leaves only
+	template.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature
+	template.ExtKeyUsage = o.usages
+
+	cert, err := sign(template, a.Certificate, key.Public(), a.Key)
+	if err != nil {
+		return nil, fmt.Errorf("pki: signing intermediate %q: %w", commonName, err)
+	}
+	chain := append([]*x509.Certificate{cert}, a.Chain...)
+	return &Authority{Certificate: cert, Key: key, Chain: chain}, nil
+}
+
+// NewSelfSigned makes a leaf certificate that signs itself: no CA vouches
+// for it. Tests use it to check that a server refuses exactly that.
+func NewSelfSigned(commonName string, usages []x509.ExtKeyUsage, opts ...Option) (*Issued, error) {
+	o := resolve(DefaultLeafValidity, usages, opts)
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	key, err := o.signer()
+	if err != nil {
+		return nil, err
+	}
+	template, err := newTemplate(commonName, o)
+	if err != nil {
+		return nil, err
+	}
+	template.ExtKeyUsage = o.usages
+	template.KeyUsage = x509.KeyUsageDigitalSignature
+	if err := addSANs(template, o.sans); err != nil {
+		return nil, err
+	}
+	cert, err := sign(template, template, key.Public(), key)
+	if err != nil {
+		return nil, fmt.Errorf("pki: signing self-signed %q: %w", commonName, err)
+	}
 	return &Issued{Certificate: cert, Key: key}, nil
 }
 
-// TLSCertificate returns the leaf and key as a [tls.Certificate] ready for a
-// tls.Config.
+// TLSCertificate returns the leaf, its chain and its key as a
+// [tls.Certificate] ready for a tls.Config.
 func (i *Issued) TLSCertificate() tls.Certificate {
-	return tls.Certificate{
+	cert := tls.Certificate{
 		Certificate: [][]byte{i.Certificate.Raw},
 		PrivateKey:  i.Key,
 		Leaf:        i.Certificate,
 	}
+	for _, c := range i.Chain {
+		cert.Certificate = append(cert.Certificate, c.Raw)
+	}
+	return cert
 }
 
-// CertificatePEM returns the leaf as a PEM block.
+// LeafOnly returns the leaf without its chain, as a client that forgot its
+// intermediates would present it.
+func (i *Issued) LeafOnly() *Issued {
+	return &Issued{Certificate: i.Certificate, Key: i.Key}
+}
+
+// CertificatePEM returns the leaf and then its chain as PEM blocks, the
+// order TLS servers and clients expect in a certificate file.
 func (i *Issued) CertificatePEM() []byte {
-	return EncodeCertificates(i.Certificate)
+	return EncodeCertificates(append([]*x509.Certificate{i.Certificate}, i.Chain...)...)
 }
 
 // KeyPEM returns the private key as a PKCS #8 PEM block.
@@ -328,7 +413,10 @@ func resolve(validFor time.Duration, usages []x509.ExtKeyUsage, opts []Option) *
 		opt.apply(o)
 	}
 	if o.notBefore.IsZero() && o.notAfter.IsZero() {
-		now := time.Now()
+		now := o.issuedAt
+		if now.IsZero() {
+			now = time.Now()
+		}
 		o.notBefore = now.Add(-Backdate)
 		o.notAfter = now.Add(o.validFor)
 	}
@@ -432,4 +520,15 @@ func addSANs(template *x509.Certificate, sans []string) error {
 		}
 	}
 	return nil
+}
+
+// AsIssued returns the authority's own certificate and key in the shape of
+// a leaf, for tests that present a CA certificate where a client
+// certificate belongs.
+func (a *Authority) AsIssued() *Issued {
+	var chain []*x509.Certificate
+	if len(a.Chain) > 1 {
+		chain = append(chain, a.Chain[1:]...)
+	}
+	return &Issued{Certificate: a.Certificate, Key: a.Key, Chain: chain}
 }

@@ -81,11 +81,14 @@ func protocolName(connectProtocol string, plainHTTP bool) string {
 // routes builds the one handler behind the port: Echo over every protocol,
 // the plain JSON route, health and reflection.
 func (s *Server) routes() (http.Handler, error) {
+	// The access log wraps the policy check, so denied calls are logged
+	// with their code like any other.
 	handlerOptions := []connect.HandlerOption{
 		connect.WithReadMaxBytes(s.opts.maxMessageBytes),
 		connect.WithSendMaxBytes(s.opts.maxMessageBytes),
+		connect.WithInterceptors(accessLog(s.log), authorize(s.log)),
 	}
-	echoOptions := append(handlerOptions, connect.WithInterceptors(accessLog(s.log)))
+	echoOptions := handlerOptions
 
 	echoPath, echoHandler := echov1connect.NewEchoServiceHandler(echoService{}, echoOptions...)
 

@@ -56,6 +56,8 @@ func PeerFromChain(chain []*x509.Certificate) *echov1.Peer {
 // change within a connection, so there is no reason to rebuild it per call.
 type connInfo struct {
 	peer        *echov1.Peer
+	subject     string // the leaf's subject DN, for logs
+	allowed     bool   // whether the server's policy admits the leaf
 	tlsVersion  string
 	cipherSuite string
 	alpn        string
@@ -65,8 +67,9 @@ type connInfo struct {
 
 type connInfoKey struct{}
 
-// withConnInfo is the http.Server's ConnContext hook.
-func withConnInfo(ctx context.Context, c net.Conn) context.Context {
+// connContext is the http.Server's ConnContext hook. It runs once per
+// connection, after the handshake, and decides identity and policy there.
+func (s *Server) connContext(ctx context.Context, c net.Conn) context.Context {
 	tlsConn, ok := c.(*tls.Conn)
 	if !ok {
 		return ctx
@@ -80,7 +83,10 @@ func withConnInfo(ctx context.Context, c net.Conn) context.Context {
 		resumed:     state.DidResume,
 	}
 	if len(state.VerifiedChains) > 0 {
+		leaf := state.VerifiedChains[0][0]
 		info.peer = PeerFromChain(state.VerifiedChains[0])
+		info.subject = leaf.Subject.String()
+		info.allowed = s.opts.policy.Allows(leaf)
 	}
 	return context.WithValue(ctx, connInfoKey{}, info)
 }

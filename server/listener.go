@@ -155,8 +155,12 @@ func (l *handshakeListener) refuse(raw net.Conn, err error) {
 	reason := HandshakeReason(err)
 	attrs := []any{KeyRemote, raw.RemoteAddr().String(), KeyReason, reason, KeyError, err.Error()}
 	var verr *tls.CertificateVerificationError
-	if errors.As(err, &verr) && len(verr.UnverifiedCertificates) > 0 {
+	var refusal *refusalError
+	switch {
+	case errors.As(err, &verr) && len(verr.UnverifiedCertificates) > 0:
 		attrs = append(attrs, presentedAttrs(verr.UnverifiedCertificates[0])...)
+	case errors.As(err, &refusal) && refusal.cert != nil:
+		attrs = append(attrs, presentedAttrs(refusal.cert)...)
 	}
 
 	// A client that connects and leaves is routine (port scanners, load
@@ -214,6 +218,7 @@ const (
 	ReasonNotYetValid      = "not_yet_valid"
 	ReasonWrongKeyUsage    = "wrong_key_usage"
 	ReasonBadCertificate   = "bad_certificate"
+	ReasonCAAsLeaf         = "ca_as_leaf"
 	ReasonNotTLS           = "not_tls"
 	ReasonTimeout          = "timeout"
 	ReasonClientClosed     = "client_closed"
@@ -228,6 +233,10 @@ func HandshakeReason(err error) string {
 	var verr *tls.CertificateVerificationError
 	if errors.As(err, &verr) {
 		return verificationReason(verr)
+	}
+	var refusal *refusalError
+	if errors.As(err, &refusal) {
+		return refusal.reason
 	}
 
 	var rh tls.RecordHeaderError

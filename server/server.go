@@ -69,6 +69,7 @@ type options struct {
 	maxHeaderBytes       int
 	maxConcurrentStreams uint32
 	drainTimeout         time.Duration
+	policy               Policy
 }
 
 // WithCertificate sets the server's certificate chain and key. Required.
@@ -120,8 +121,17 @@ func WithDrainTimeout(d time.Duration) Option {
 	return optionFunc(func(o *options) { o.drainTimeout = d })
 }
 
+// WithPolicy narrows which verified clients may call; see [Policy]. Default:
+// every client whose certificate chains to the client CA.
+func WithPolicy(p Policy) Option {
+	return optionFunc(func(o *options) { o.policy = p })
+}
+
 func (o *options) validate() error {
 	var problems []error
+	if err := o.policy.Validate(); err != nil {
+		problems = append(problems, err)
+	}
 	if o.certificate == nil {
 		problems = append(problems, errors.New("no server certificate given"))
 	}
@@ -207,6 +217,12 @@ func (s *Server) tlsConfig() *tls.Config {
 		// h2 first: gRPC needs HTTP/2; HTTP/1.1 stays for curl --http1.1,
 		// gRPC-Web from browsers, and plain JSON clients.
 		NextProtos: []string{http2.NextProtoTLS, "http/1.1"},
+		VerifyConnection: func(state tls.ConnectionState) error {
+			if len(state.VerifiedChains) == 0 {
+				return errors.New("tls: no verified client certificate chain")
+			}
+			return refuseCAAsLeaf(state.VerifiedChains[0][0])
+		},
 	}
 }
 
@@ -226,7 +242,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ReadHeaderTimeout: s.opts.readHeaderTimeout,
 		IdleTimeout:       s.opts.idleTimeout,
 		MaxHeaderBytes:    s.opts.maxHeaderBytes,
-		ConnContext:       withConnInfo,
+		ConnContext:       s.connContext,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		// No WriteTimeout: it would cut long streams. Calls are bounded
 		// by their own deadlines and by the idle timeout.

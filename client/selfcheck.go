@@ -1,0 +1,139 @@
+package client
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// CertificateProblem is what is wrong with a client certificate, found on
+// the client's side alone.
+type CertificateProblem struct {
+	// Cause says what is wrong, naming the certificate.
+	Cause string
+	// Fix says what to do.
+	Fix string
+}
+
+// CheckClientCertificate looks for what would make any correct server
+// refuse cert, without asking one: a validity window that excludes now, a CA
+// certificate where a leaf belongs, a leaf or intermediate whose extended
+// key usages exclude client authentication, a self-signed leaf. name is how
+// messages refer to the certificate. It returns nil when it finds nothing.
+func CheckClientCertificate(cert *tls.Certificate, name string, now time.Time) *CertificateProblem {
+	chain, err := parseChain(cert)
+	if err != nil || len(chain) == 0 {
+		return nil // the loader has already refused what does not parse
+	}
+	leaf := chain[0]
+
+	switch {
+	case now.Before(leaf.NotBefore):
+		return &CertificateProblem{
+			Cause: fmt.Sprintf("%s is not yet valid: valid from %s, and this machine's clock says %s",
+				name, stamp(leaf.NotBefore), stamp(now)),
+			Fix: "check both machines' clocks, or issue a certificate whose validity starts earlier",
+		}
+	case now.After(leaf.NotAfter):
+		return &CertificateProblem{
+			Cause: fmt.Sprintf("%s has expired: valid until %s, and this machine's clock says %s",
+				name, stamp(leaf.NotAfter), stamp(now)),
+			Fix: "issue a new client certificate (echoloop pki init --force, or your CA)",
+		}
+	case leaf.IsCA:
+		return &CertificateProblem{
+			Cause: fmt.Sprintf("%s is a CA certificate (%s), not a client certificate", name, leaf.Subject),
+			Fix:   "present a client certificate that this CA issued, not the CA's own",
+		}
+	case !allowsClientAuth(leaf):
+		return &CertificateProblem{
+			Cause: fmt.Sprintf("%s is not for client authentication: its extended key usages are %s",
+				name, usageNames(leaf.ExtKeyUsage)),
+			Fix: "issue a certificate with the clientAuth extended key usage " +
+				"(a server certificate cannot stand in for a client one)",
+		}
+	}
+	for _, intermediate := range chain[1:] {
+		if !allowsClientAuth(intermediate) {
+			return &CertificateProblem{
+				Cause: fmt.Sprintf("the intermediate %q in %s does not allow client authentication: "+
+					"its extended key usages are %s, and a leaf may not exceed its issuers",
+					intermediate.Subject.String(), name, usageNames(intermediate.ExtKeyUsage)),
+				Fix: "issue the client certificate from an intermediate that allows clientAuth " +
+					"(or has no extended key usage list)",
+			}
+		}
+	}
+	if isSelfSigned(leaf) {
+		return &CertificateProblem{
+			Cause: fmt.Sprintf("%s is self-signed: no CA vouches for it", name),
+			Fix:   "present a certificate issued by a CA the server trusts",
+		}
+	}
+	return nil
+}
+
+func parseChain(cert *tls.Certificate) ([]*x509.Certificate, error) {
+	var chain []*x509.Certificate
+	for i, raw := range cert.Certificate {
+		if i == 0 && cert.Leaf != nil {
+			chain = append(chain, cert.Leaf)
+			continue
+		}
+		c, err := x509.ParseCertificate(raw)
+		if err != nil {
+			return nil, err
+		}
+		chain = append(chain, c)
+	}
+	return chain, nil
+}
+
+// allowsClientAuth follows RFC 5280: no EKU extension means any purpose.
+func allowsClientAuth(cert *x509.Certificate) bool {
+	if len(cert.ExtKeyUsage) == 0 && len(cert.UnknownExtKeyUsage) == 0 {
+		return true
+	}
+	for _, u := range cert.ExtKeyUsage {
+		if u == x509.ExtKeyUsageClientAuth || u == x509.ExtKeyUsageAny {
+			return true
+		}
+	}
+	return false
+}
+
+// isSelfSigned checks the signature directly: CheckSignatureFrom would
+// insist that the signer be a CA, which a self-signed leaf is not.
+func isSelfSigned(cert *x509.Certificate) bool {
+	return bytes.Equal(cert.RawIssuer, cert.RawSubject) &&
+		cert.CheckSignature(cert.SignatureAlgorithm, cert.RawTBSCertificate, cert.Signature) == nil
+}
+
+func usageNames(usages []x509.ExtKeyUsage) string {
+	names := map[x509.ExtKeyUsage]string{
+		x509.ExtKeyUsageAny:             "any",
+		x509.ExtKeyUsageServerAuth:      "serverAuth",
+		x509.ExtKeyUsageClientAuth:      "clientAuth",
+		x509.ExtKeyUsageCodeSigning:     "codeSigning",
+		x509.ExtKeyUsageEmailProtection: "emailProtection",
+		x509.ExtKeyUsageTimeStamping:    "timeStamping",
+		x509.ExtKeyUsageOCSPSigning:     "OCSPSigning",
+	}
+	var out []string
+	for _, u := range usages {
+		if n, ok := names[u]; ok {
+			out = append(out, n)
+		} else {
+			out = append(out, fmt.Sprintf("usage %d", u))
+		}
+	}
+	if len(out) == 0 {
+		return "none that Go knows"
+	}
+	return strings.Join(out, ", ")
+}
+
+func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }
