@@ -127,7 +127,9 @@ func WithServerName(name string) Option {
 	return optionFunc(func(o *options) { o.serverName = name })
 }
 
-// WithHTTP1 offers only HTTP/1.1 in ALPN. gRPC needs HTTP/2 and fails this way.
+// WithHTTP1 offers only HTTP/1.1 in ALPN. The gRPC protocol is defined over
+// HTTP/2: echoloop's server, like connect-go, still answers it over
+// HTTP/1.1, but grpc-go and most other gRPC servers refuse the connection.
 func WithHTTP1() Option {
 	return optionFunc(func(o *options) { o.http1 = true })
 }

@@ -2,13 +2,19 @@ package client_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/echoloop/echoloop/client"
 	"github.com/echoloop/echoloop/pki"
@@ -210,5 +216,93 @@ func TestNothingListening(t *testing.T) {
 	}
 	if connect.CodeOf(err) != connect.CodeUnavailable {
 		t.Errorf("code = %v, want unavailable", connect.CodeOf(err))
+	}
+}
+
+func TestHostNameMismatch(t *testing.T) {
+	t.Parallel()
+	srv := servertest.Start(t)
+	c := newClient(t, srv.URL, client.WithRootCAs(srv.CA.Pool()),
+		client.WithCertificate(srv.Client.TLSCertificate()), client.WithServerName("api.example.org"))
+	_, err := c.Echo(callContext(t), client.Connect, "x")
+	var explained *client.Error
+	if !errors.As(err, &explained) {
+		t.Fatalf("error is not explained: %v", err)
+	}
+	want := `the server's certificate does not cover "api.example.org" (it covers: localhost, 127.0.0.1, ::1)`
+	if explained.Cause != want || !strings.Contains(explained.Fix, "--server-name") {
+		t.Errorf("got %q / %q, want cause %q and a fix naming --server-name", explained.Cause, explained.Fix, want)
+	}
+}
+
+func TestServerCertificateFromAnUntrustedCA(t *testing.T) {
+	t.Parallel()
+	srv := servertest.Start(t)
+	other, err := pki.NewAuthority("not the server's CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(t, srv.URL, client.WithRootCAs(other.Pool()),
+		client.WithCertificate(srv.Client.TLSCertificate()))
+	_, err = c.Echo(callContext(t), client.HTTP, "x")
+	var explained *client.Error
+	if !errors.As(err, &explained) || !strings.Contains(explained.Cause, `does not trust the server's certificate: its issuer "CN=servertest CA`) ||
+		!strings.Contains(explained.Fix, "--cacert") {
+		t.Fatalf("error = %v, want the server's issuer named and --cacert advised", err)
+	}
+}
+
+func TestTLSAgainstAPlaintextServer(t *testing.T) {
+	t.Parallel()
+	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusTeapot)
+	}))
+	t.Cleanup(plain.Close)
+	srv := servertest.Start(t)
+
+	url := strings.Replace(plain.URL, "http://", "https://", 1)
+	c := newClient(t, url, client.WithRootCAs(srv.CA.Pool()),
+		client.WithCertificate(srv.Client.TLSCertificate()))
+	_, err := c.Echo(callContext(t), client.GRPC, "x")
+	var explained *client.Error
+	if !errors.As(err, &explained) || !strings.Contains(explained.Cause, "answers plain HTTP, not TLS") {
+		t.Fatalf("error = %v, want 'answers plain HTTP, not TLS'", err)
+	}
+}
+
+func TestGRPCOverHTTP1AgainstAGRPCGoServer(t *testing.T) {
+	t.Parallel()
+	ca, err := pki.NewAuthority("grpc-go CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverCert, err := ca.IssueServer(pki.DefaultServerNames)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientCert, err := ca.IssueClient("client")
+	if err != nil {
+		t.Fatal(err)
+	}
+	grpcServer := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{
+		Certificates: []tls.Certificate{serverCert.TLSCertificate()},
+		ClientCAs:    ca.Pool(),
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		MinVersion:   tls.VersionTLS13,
+	})))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = grpcServer.Serve(ln) }()
+	t.Cleanup(grpcServer.Stop)
+
+	c := newClient(t, "https://"+ln.Addr().String(), client.WithRootCAs(ca.Pool()),
+		client.WithCertificate(clientCert.TLSCertificate()), client.WithHTTP1())
+	_, err = c.Echo(callContext(t), client.GRPC, "x")
+	var explained *client.Error
+	if !errors.As(err, &explained) || !strings.Contains(explained.Cause, "speaks only HTTP/2") ||
+		!strings.Contains(explained.Fix, "drop --http1.1") {
+		t.Fatalf("error = %v, want advice to drop --http1.1", err)
 	}
 }

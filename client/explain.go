@@ -8,6 +8,7 @@ import (
 	"encoding/asn1"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"strings"
@@ -42,8 +43,17 @@ func (c *Client) explain(ctx context.Context, err error) error {
 		// The HTTP/2 transport can lose the TLS alert that closed a new
 		// connection and report only that the connection failed. A second
 		// handshake, made and read here, recovers the alert.
-		if probeErr := c.probe(ctx); probeErr != nil {
-			cause, fix = c.diagnose(probeErr)
+		result := c.probe(ctx)
+		switch {
+		case result.err == nil:
+		case result.afterHandshake && errors.Is(result.err, io.EOF) && result.alpn != "h2" && c.opts.http1:
+			// Go and grpc-go servers let a client that offers only
+			// http/1.1 finish the handshake, then hang up on it.
+			cause = "the server closed the connection when this client offered only HTTP/1.1: " +
+				"it speaks only HTTP/2, as gRPC servers do"
+			fix = "drop --http1.1 (gRPC needs HTTP/2; gRPC-Web is the protocol made for HTTP/1.1)"
+		default:
+			cause, fix = c.diagnose(result.err)
 		}
 	}
 	if cause == "" {
@@ -98,6 +108,7 @@ func (c *Client) diagnose(err error) (cause, fix string) {
 func lostConnectionError(err error) bool {
 	msg := err.Error()
 	return strings.Contains(msg, "could not be established") ||
+		strings.Contains(msg, "client conn is closed") ||
 		strings.Contains(msg, "client connection lost") ||
 		strings.Contains(msg, "unexpected EOF") ||
 		strings.HasSuffix(msg, ": EOF") ||
@@ -107,13 +118,20 @@ func lostConnectionError(err error) bool {
 		errors.Is(err, syscall.EPIPE)
 }
 
+// probeResult is how a probe connection ended.
+type probeResult struct {
+	err            error  // nil when the server stayed quiet after the handshake
+	afterHandshake bool   // the handshake succeeded and err came from the first read
+	alpn           string // the protocol negotiated, when the handshake succeeded
+}
+
 // probe makes one TLS connection to the server with the client's own
-// settings, waits briefly for the server's first bytes, and returns the
-// error that ended it, if any.
-func (c *Client) probe(ctx context.Context) error {
+// settings, waits briefly for the server's first bytes, and reports how the
+// connection ended.
+func (c *Client) probe(ctx context.Context) probeResult {
 	u, err := url.Parse(c.baseURL)
 	if err != nil {
-		return err
+		return probeResult{err: err}
 	}
 	addr := u.Host
 	if u.Port() == "" {
@@ -124,11 +142,15 @@ func (c *Client) probe(ctx context.Context) error {
 
 	dialer := &tls.Dialer{Config: c.tls.Clone()}
 	dialer.Config.NextProtos = []string{"h2", "http/1.1"}
+	if c.opts.http1 {
+		dialer.Config.NextProtos = []string{"http/1.1"}
+	}
 	conn, err := dialer.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return err
+		return probeResult{err: err}
 	}
 	defer conn.Close()
+	alpn := conn.(*tls.Conn).ConnectionState().NegotiatedProtocol
 
 	// Under TLS 1.3 the server's verdict on the client certificate
 	// follows the handshake: read until it arrives or the server stays
@@ -143,9 +165,9 @@ func (c *Client) probe(ctx context.Context) error {
 		if _, err := conn.Read(one[:]); err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
-				return nil
+				return probeResult{afterHandshake: true, alpn: alpn}
 			}
-			return err
+			return probeResult{err: err, afterHandshake: true, alpn: alpn}
 		}
 	}
 }
@@ -201,6 +223,10 @@ func (c *Client) diagnoseAlert(alert string) (cause, fix string) {
 		return "the server and this client share no TLS version or cipher suite",
 			"check the server's minimum TLS version"
 	case "no application protocol":
+		if c.opts.http1 {
+			return "the server refused HTTP/1.1: it speaks only HTTP/2, as gRPC servers do",
+				"drop --http1.1 (gRPC needs HTTP/2; gRPC-Web is the protocol made for HTTP/1.1)"
+		}
 		return "the server accepts none of the application protocols offered (h2, http/1.1)",
 			"check that the URL points at an HTTPS server"
 	}

@@ -33,7 +33,7 @@ func commandVars() kong.Vars {
 
 // certFiles are the flags that locate one side's certificates.
 type certFiles struct {
-	Certs  string `default:"certs" placeholder:"DIR" help:"Directory of ca.crt and this side's certificate and key."`
+	Certs  string `default:"certs" help:"Directory of ca.crt and this side's certificate and key."`
 	CACert string `name:"cacert" placeholder:"FILE" help:"CA bundle to verify the other side (default DIR/ca.crt)."`
 	Cert   string `placeholder:"FILE" help:"This side's certificate chain, PEM (default DIR/${side}.crt)."`
 	Key    string `placeholder:"FILE" help:"This side's private key, PEM, unencrypted (default DIR/${side}.key)."`
@@ -66,9 +66,9 @@ func withInitHint(err error, certsDir string) error {
 // clientFlags are the flags of every command that calls a server.
 type clientFlags struct {
 	certFiles  `embed:"" set:"side=client"`
-	URL        string        `default:"${default_url}" placeholder:"URL" help:"Server to call."`
+	URL        string        `default:"${default_url}" help:"Server to call."`
 	ServerName string        `placeholder:"NAME" help:"Name the server certificate must cover, when the URL's host is not it."`
-	HTTP1      bool          `name:"http1.1" help:"Offer only HTTP/1.1 (gRPC then fails: it needs HTTP/2)."`
+	HTTP1      bool          `name:"http1.1" help:"Offer only HTTP/1.1 (most gRPC servers then refuse: gRPC is defined over HTTP/2)."`
 	Timeout    time.Duration `default:"10s" help:"Deadline of each call."`
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"encoding/pem"
 	"net"
 	"os"
 	"path/filepath"
@@ -11,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/echoloop/echoloop/pki"
 )
 
 // runCommand runs echoloop in process and returns what it printed and the
@@ -189,12 +192,37 @@ func TestServeRefusesBadInputWithOneLine(t *testing.T) {
 		}
 	}
 
+	expired := t.TempDir()
+	writeExpiredServerCertificate(t, expired)
+	encrypted := t.TempDir()
+	for _, name := range []string{"ca.crt", "server.crt"} {
+		data, err := os.ReadFile(filepath.Join(good, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(encrypted, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	encryptedKey := pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED PRIVATE KEY", Bytes: []byte{0x30, 0x03, 0x02, 0x01, 0x00}})
+	if err := os.WriteFile(filepath.Join(encrypted, "server.key"), encryptedKey, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
 	cases := []struct {
 		name     string
 		args     []string
 		wantCode int
 		want     []string
 	}{
+		{"refused/expired server certificate", []string{"serve", "--certs", expired},
+			exitFail, []string{"expired at", "this machine's clock says", "issue a new one"}},
+		{"refused/encrypted key", []string{"serve", "--certs", encrypted},
+			exitFail, []string{"encrypted private key", "openssl pkey"}},
+		{"refused/unreadable file", []string{"serve", "--certs", good, "--cacert", good},
+			exitFail, []string{"reading certificate file", "is a directory"}},
+		{"refused/bad policy pattern", []string{"serve", "--certs", good, "--allow-uri", "spiffe://x/*/y"},
+			exitFail, []string{"allowed URI", "wildcard"}},
 		{"refused/unknown flag", []string{"serve", "--bogus"}, exitUsage, []string{"--bogus"}},
 		{"refused/bad TLS version", []string{"serve", "--tls-min", "1.0"}, exitUsage, []string{"--tls-min", "1.0"}},
 		{"refused/missing certificates", []string{"serve", "--certs", filepath.Join(good, "nowhere")},
@@ -292,4 +320,68 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.w.Write(p)
+}
+
+func writeExpiredServerCertificate(t *testing.T, dir string) {
+	t.Helper()
+	ca, err := pki.NewAuthority("expired test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	cert, err := ca.IssueServer(pki.DefaultServerNames, pki.WithValidity(now.Add(-48*time.Hour), now.Add(-time.Hour)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := cert.KeyPEM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range map[string][]byte{
+		"ca.crt": ca.CertificatePEM(), "server.crt": cert.CertificatePEM(), "server.key": key,
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestServePolicyFlags(t *testing.T) {
+	t.Parallel()
+	certs := t.TempDir()
+	if _, errOut, code := runCommand(t.Context(), "pki", "init", "--certs", certs); code != exitOK {
+		t.Fatal(errOut)
+	}
+	// The health check inside startServe is itself subject to the policy,
+	// so the client certificate's CN is allowed there; then a second
+	// server allows only someone else.
+	allowed := startServe(t, certs, "--certs", certs, "--allow-cn", "client")
+	if _, errOut, code := runCommand(t.Context(), "call", "--certs", certs, "--url", allowed); code != exitOK {
+		t.Errorf("allowed client refused: %s", errOut)
+	}
+
+	addr := freeLoopbackAddr(t)
+	url := "https://localhost:" + strings.Split(addr, ":")[1]
+	ctx, stop := context.WithCancel(t.Context())
+	served := make(chan error, 1)
+	go func() {
+		served <- run(ctx, []string{"serve", "--certs", certs, "--addr", addr, "--allow-cn", "someone-else"},
+			&bytes.Buffer{}, &syncWriter{w: &bytes.Buffer{}})
+	}()
+	t.Cleanup(func() { stop(); <-served })
+
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, errOut, code := runCommand(t.Context(), "call", "--certs", certs, "--url", url, "--protocol", "http")
+		if strings.Contains(errOut, "permission_denied") {
+			if code != exitFail || !strings.Contains(errOut, "not allowed by this server's policy") {
+				t.Errorf("denied call exited %d with %q", code, errOut)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("never denied; last: %d %q", code, errOut)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

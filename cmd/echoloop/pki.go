@@ -13,7 +13,7 @@ type pkiCmd struct {
 }
 
 type pkiInitCmd struct {
-	Certs   string   `default:"certs" placeholder:"DIR" help:"Directory to write ca.crt, ca.key, server.*, client.* into."`
+	Certs   string   `default:"certs" help:"Directory to write ca.crt, ca.key, server.*, client.* into."`
 	SAN     []string `name:"san" placeholder:"NAME" help:"Extra subject alternative name for the server certificate (DNS name or IP); repeatable."`
 	Name    string   `default:"client" help:"Common name of the client certificate."`
 	KeyType string   `default:"ecdsa-p256" enum:"ecdsa-p256,ecdsa-p384,ed25519,rsa-2048,rsa-3072,rsa-4096" help:"Key type of every key made."`

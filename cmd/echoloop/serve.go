@@ -16,13 +16,17 @@ import (
 type serveCmd struct {
 	certFiles `embed:"" set:"side=server"`
 
-	Addr              string        `default:"${default_addr}" placeholder:"HOST:PORT" help:"Address to listen on."`
+	Addr              string        `default:"${default_addr}" help:"Address to listen on, HOST:PORT."`
 	TLSMin            string        `name:"tls-min" default:"1.3" enum:"1.2,1.3" help:"Lowest TLS version accepted (1.2 or 1.3)."`
-	MaxMessageBytes   int           `default:"${default_max_message}" placeholder:"BYTES" help:"Largest message accepted or sent, on every protocol."`
+	MaxMessageBytes   int           `default:"${default_max_message}" help:"Largest message in bytes accepted or sent, on every protocol."`
 	ReadHeaderTimeout time.Duration `default:"${default_read_header}" help:"Time a client has to send request headers."`
 	IdleTimeout       time.Duration `default:"${default_idle}" help:"Close connections idle for this long."`
 	HandshakeTimeout  time.Duration `default:"${default_handshake}" help:"Time a client has to finish the TLS handshake."`
 	DrainTimeout      time.Duration `default:"${default_drain}" help:"On SIGINT or SIGTERM, time calls in flight have to finish."`
+	AllowCN           []string      `name:"allow-cn" placeholder:"NAME" help:"Allow clients with this subject common name; repeatable."`
+	AllowDNS          []string      `name:"allow-dns" placeholder:"NAME" help:"Allow clients with this DNS SAN (*.example.org for one label); repeatable."`
+	AllowURI          []string      `name:"allow-uri" placeholder:"URI" help:"Allow clients with this URI SAN (spiffe://domain/* for a trust domain); repeatable."`
+	AllowOU           []string      `name:"allow-ou" placeholder:"UNIT" help:"Allow clients with this organisational unit; repeatable."`
 	LogFormat         string        `default:"text" enum:"text,json" help:"Log format (text or json)."`
 	LogLevel          string        `default:"info" enum:"debug,info,warn,error" help:"Lowest level logged."`
 }
@@ -58,6 +62,12 @@ func (c *serveCmd) Run(ctx context.Context, out *output) error {
 		server.WithIdleTimeout(c.IdleTimeout),
 		server.WithHandshakeTimeout(c.HandshakeTimeout),
 		server.WithDrainTimeout(c.DrainTimeout),
+		server.WithPolicy(server.Policy{
+			CommonNames:         c.AllowCN,
+			DNSNames:            c.AllowDNS,
+			URIs:                c.AllowURI,
+			OrganizationalUnits: c.AllowOU,
+		}),
 	)
 	srv, err := server.New(opts...)
 	if err != nil {
