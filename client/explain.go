@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"golang.org/x/net/http2"
 )
 
 // Error is a failed call whose cause is known: what went wrong, in one
@@ -153,23 +154,29 @@ func (c *Client) probe(ctx context.Context) probeResult {
 	alpn := conn.(*tls.Conn).ConnectionState().NegotiatedProtocol
 
 	// Under TLS 1.3 the server's verdict on the client certificate
-	// follows the handshake: read until it arrives or the server stays
-	// quiet, which means it accepted the certificate.
+	// follows the handshake. An HTTP/2 server answers the connection
+	// preface with its SETTINGS, so on h2 the first byte read is either
+	// that (accepted) or the alert (refused); otherwise a quiet server
+	// until the deadline means it accepted.
 	readBy := time.Now().Add(2 * time.Second)
 	if deadline, ok := ctx.Deadline(); ok && deadline.Before(readBy) {
 		readBy = deadline
 	}
-	_ = conn.SetReadDeadline(readBy)
-	var one [1]byte
-	for {
-		if _, err := conn.Read(one[:]); err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				return probeResult{afterHandshake: true, alpn: alpn}
-			}
-			return probeResult{err: err, afterHandshake: true, alpn: alpn}
+	_ = conn.SetDeadline(readBy)
+	if alpn == http2.NextProtoTLS {
+		if _, err := io.WriteString(conn, http2.ClientPreface); err == nil {
+			_ = http2.NewFramer(conn, nil).WriteSettings()
 		}
 	}
+	var one [1]byte
+	if _, err := conn.Read(one[:]); err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return probeResult{afterHandshake: true, alpn: alpn}
+		}
+		return probeResult{err: err, afterHandshake: true, alpn: alpn}
+	}
+	return probeResult{afterHandshake: true, alpn: alpn}
 }
 
 func (c *Client) diagnoseAlert(alert string) (cause, fix string) {

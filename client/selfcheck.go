@@ -28,8 +28,14 @@ func CheckClientCertificate(cert *tls.Certificate, name string, now time.Time) *
 	if err != nil || len(chain) == 0 {
 		return nil // the loader has already refused what does not parse
 	}
-	leaf := chain[0]
+	if problem := checkValidity(chain[0], name, now); problem != nil {
+		return problem
+	}
+	return checkPurpose(chain, name)
+}
 
+// checkValidity finds a validity window that excludes now.
+func checkValidity(leaf *x509.Certificate, name string, now time.Time) *CertificateProblem {
 	switch {
 	case now.Before(leaf.NotBefore):
 		return &CertificateProblem{
@@ -43,6 +49,16 @@ func CheckClientCertificate(cert *tls.Certificate, name string, now time.Time) *
 				name, stamp(leaf.NotAfter), stamp(now)),
 			Fix: "issue a new client certificate (echoloop pki init --force, or your CA)",
 		}
+	}
+	return nil
+}
+
+// checkPurpose finds a chain that cannot authenticate a client: a CA as
+// the leaf, an extended key usage list without clientAuth on the leaf or an
+// intermediate, a self-signed leaf.
+func checkPurpose(chain []*x509.Certificate, name string) *CertificateProblem {
+	leaf := chain[0]
+	switch {
 	case leaf.IsCA:
 		return &CertificateProblem{
 			Cause: fmt.Sprintf("%s is a CA certificate (%s), not a client certificate", name, leaf.Subject),

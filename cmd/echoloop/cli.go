@@ -19,6 +19,7 @@ type commandLine struct {
 	Call   callCmd   `cmd:"" help:"Make one Echo call and print what the server verified."`
 	Demo   demoCmd   `cmd:"" help:"Run the whole tour: temporary PKI, server, every protocol, side by side."`
 	Health healthCmd `cmd:"" help:"Ask a server's grpc.health.v1 service whether it is serving."`
+	Doctor doctorCmd `cmd:"" help:"Check an mTLS client setup step by step against any server, and say what to fix."`
 	PKI    pkiCmd    `cmd:"" name:"pki" help:"Make development certificates."`
 }
 

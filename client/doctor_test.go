@@ -1,0 +1,183 @@
+package client_test
+
+import (
+	"crypto/tls"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/echoloop/echoloop/client"
+	"github.com/echoloop/echoloop/pki"
+	"github.com/echoloop/echoloop/server/servertest"
+)
+
+// runDoctor returns every step reported and the overall verdict.
+func runDoctor(t *testing.T, cfg client.DoctorConfig) ([]client.Step, bool) {
+	t.Helper()
+	var steps []client.Step
+	ok := client.Doctor(callContext(t), cfg, func(s client.Step) { steps = append(steps, s) })
+	return steps, ok
+}
+
+func lastStep(steps []client.Step) client.Step { return steps[len(steps)-1] }
+
+func TestDoctorPassesAgainstEcholoop(t *testing.T) {
+	t.Parallel()
+	srv := servertest.Start(t)
+	caFile, certFile, keyFile := srv.WriteFiles(t, t.TempDir())
+	steps, ok := runDoctor(t, client.DoctorConfig{URL: srv.URL, CAFile: caFile, CertFile: certFile, KeyFile: keyFile})
+	if !ok {
+		t.Fatalf("doctor failed: %+v", lastStep(steps))
+	}
+	if len(steps) != 14 {
+		t.Errorf("%d steps reported, want 14", len(steps))
+	}
+	if last := lastStep(steps); !strings.Contains(last.Detail, "Echo answered") ||
+		!strings.Contains(last.Detail, pki.Fingerprint(srv.Client.Certificate)) {
+		t.Errorf("last step = %+v, want the Echo answer with the client's fingerprint", last)
+	}
+}
+
+func TestDoctorStopsAtTheFirstFailure(t *testing.T) {
+	t.Parallel()
+	srv := servertest.Start(t)
+	dir := t.TempDir()
+	caFile, certFile, keyFile := srv.WriteFiles(t, dir)
+
+	foreignCA, err := pki.NewAuthority("foreign CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign, err := foreignCA.IssueClient("stranger")
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreignKey, _ := foreign.KeyPEM()
+	foreignCert := filepath.Join(dir, "foreign.crt")
+	foreignKeyFile := filepath.Join(dir, "foreign.key")
+	if err := os.WriteFile(foreignCert, foreign.CertificatePEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(foreignKeyFile, foreignKey, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedURL := "https://" + closed.Addr().String()
+	closed.Close()
+
+	cases := []struct {
+		name      string
+		cfg       client.DoctorConfig
+		wantCheck string
+		wantText  string
+	}{
+		{"refused/missing key file",
+			client.DoctorConfig{URL: srv.URL, CAFile: caFile, CertFile: certFile, KeyFile: filepath.Join(dir, "none.key")},
+			"private key", "no such file"},
+		{"refused/key of another certificate",
+			client.DoctorConfig{URL: srv.URL, CAFile: caFile, CertFile: certFile, KeyFile: foreignKeyFile},
+			"key belongs to the certificate", "not a pair"},
+		{"refused/nothing listening",
+			client.DoctorConfig{URL: closedURL, CAFile: caFile, CertFile: certFile, KeyFile: keyFile},
+			"TCP connection", "refused"},
+		{"refused/server name not covered",
+			client.DoctorConfig{URL: srv.URL, CAFile: caFile, CertFile: certFile, KeyFile: keyFile, ServerName: "api.example.org"},
+			"TLS handshake", `does not cover "api.example.org"`},
+		{"refused/certificate from a foreign CA",
+			client.DoctorConfig{URL: srv.URL, CAFile: caFile, CertFile: foreignCert, KeyFile: foreignKeyFile},
+			"server accepts the client certificate", "does not trust the CA"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			steps, ok := runDoctor(t, tc.cfg)
+			if ok {
+				t.Fatal("doctor passed")
+			}
+			last := lastStep(steps)
+			if last.Verdict != client.Fail || !strings.Contains(last.Check, tc.wantCheck) ||
+				!strings.Contains(last.Detail, tc.wantText) || last.Fix == "" {
+				t.Errorf("last step = %+v, want a failure of %q mentioning %q with a fix", last, tc.wantCheck, tc.wantText)
+			}
+		})
+	}
+}
+
+// TestDoctorAgainstOtherServers points the doctor at servers echoloop did
+// not write: a net/http server that does mTLS, and one that does not.
+func TestDoctorAgainstOtherServers(t *testing.T) {
+	t.Parallel()
+	ca, err := pki.NewAuthority("plain net/http CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverCert, err := ca.IssueServer(pki.DefaultServerNames)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientCert, err := ca.IssueClient("net/http client")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	keyPEM, _ := clientCert.KeyPEM()
+	files := map[string][]byte{"ca.crt": ca.CertificatePEM(), "client.crt": clientCert.CertificatePEM(), "client.key": keyPEM}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := func(url string) client.DoctorConfig {
+		return client.DoctorConfig{URL: url, CAFile: filepath.Join(dir, "ca.crt"),
+			CertFile: filepath.Join(dir, "client.crt"), KeyFile: filepath.Join(dir, "client.key")}
+	}
+	start := func(clientAuth tls.ClientAuthType) *httptest.Server {
+		srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = w.Write([]byte("hello from net/http"))
+		}))
+		srv.EnableHTTP2 = true
+		srv.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are expected
+		srv.TLS = &tls.Config{
+			Certificates: []tls.Certificate{serverCert.TLSCertificate()},
+			ClientCAs:    ca.Pool(),
+			ClientAuth:   clientAuth,
+		}
+		srv.StartTLS()
+		t.Cleanup(srv.Close)
+		return srv
+	}
+
+	t.Run("ok/net/http with mTLS", func(t *testing.T) {
+		t.Parallel()
+		srv := start(tls.RequireAndVerifyClientCert)
+		steps, ok := runDoctor(t, cfg(srv.URL))
+		if !ok {
+			t.Fatalf("doctor failed: %+v", lastStep(steps))
+		}
+		if last := lastStep(steps); !strings.Contains(last.Detail, "not an echoloop server") ||
+			!strings.Contains(last.Detail, "200 OK over HTTP/2.0") {
+			t.Errorf("last step = %+v, want a GET answered 200 over HTTP/2", last)
+		}
+	})
+
+	t.Run("refused/net/http without client authentication", func(t *testing.T) {
+		t.Parallel()
+		srv := start(tls.NoClientCert)
+		steps, ok := runDoctor(t, cfg(srv.URL))
+		if ok {
+			t.Fatal("doctor passed a server that does not ask for client certificates")
+		}
+		if last := lastStep(steps); last.Check != "server asks for a client certificate" {
+			t.Errorf("last step = %+v, want it to stop where the server does not ask", last)
+		}
+	})
+}
