@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"net"
-	"net/http"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -93,32 +92,5 @@ func (s *Server) connContext(ctx context.Context, c net.Conn) context.Context {
 
 func connInfoFrom(ctx context.Context) *connInfo {
 	info, _ := ctx.Value(connInfoKey{}).(*connInfo)
-	return info
-}
-
-// requestInfo is what the server knows of one HTTP request before any
-// protocol handler has seen it.
-type requestInfo struct {
-	httpVersion string
-	plainHTTP   bool // arrived on the plain JSON route, not as an RPC
-}
-
-type requestInfoKey struct{}
-
-// withRequestInfo records the request's HTTP version, which no RPC handler
-// can see, for the echo answer.
-func withRequestInfo(next http.Handler, plainHTTP bool) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		info := &requestInfo{httpVersion: r.Proto, plainHTTP: plainHTTP}
-		ctx := context.WithValue(r.Context(), requestInfoKey{}, info)
-		next.ServeHTTP(w, r.WithContext(ctx))
-	})
-}
-
-func requestInfoFrom(ctx context.Context) *requestInfo {
-	info, _ := ctx.Value(requestInfoKey{}).(*requestInfo)
-	if info == nil {
-		return &requestInfo{}
-	}
 	return info
 }

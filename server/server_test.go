@@ -3,7 +3,9 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net"
@@ -280,6 +282,87 @@ func TestPlainRouteRefusesWhatIsNotAJSONPost(t *testing.T) {
 			if resp.StatusCode != tc.wantStatus || !strings.Contains(status.Message, tc.wantMessage) {
 				t.Errorf("answer %d %+v, want %d with a message containing %q",
 					resp.StatusCode, status, tc.wantStatus, tc.wantMessage)
+			}
+		})
+	}
+}
+
+func TestAccessLogRecordsTheCodeTheClientGot(t *testing.T) {
+	t.Parallel()
+	const limit = 1 << 10
+	srv := servertest.Start(t, server.WithMaxMessageBytes(limit))
+	c, err := client.New(srv.URL, client.WithRootCAs(srv.CA.Pool()),
+		client.WithCertificate(srv.Client.TLSCertificate()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+
+	// Each protocol fails once on a body over the limit, which is refused
+	// before any RPC code runs, and once on an answer over the limit, which
+	// fails after the handler has returned.
+	tooBig := strings.Repeat("x", 2*limit)
+	// Random text fits in the request but not, with the peer added, in the
+	// answer, even compressed.
+	noise := make([]byte, limit)
+	if _, err := rand.Read(noise); err != nil {
+		t.Fatal(err)
+	}
+	almost := base64.RawStdEncoding.EncodeToString(noise)[:limit-32]
+	for _, p := range client.Protocols() {
+		for _, message := range []string{tooBig, almost} {
+			if _, err := c.Echo(callContext(t), p, message); connect.CodeOf(err) != connect.CodeResourceExhausted {
+				t.Fatalf("%s with %d bytes: %v, want resource_exhausted", p, len(message), err)
+			}
+		}
+	}
+
+	counts := map[string]int{}
+	for _, line := range srv.Logs() {
+		if line["msg"] == "call" {
+			counts[line[server.KeyProtocol].(string)+" "+line[server.KeyCode].(string)]++
+		}
+	}
+	for _, p := range client.Protocols() {
+		if got := counts[string(p)+" resource_exhausted"]; got != 2 {
+			t.Errorf("%s: %d calls logged as resource_exhausted, want 2 (all: %v)", p, got, counts)
+		}
+	}
+}
+
+func TestEchoJSONIsStrictAndComplete(t *testing.T) {
+	t.Parallel()
+	srv := servertest.Start(t)
+	hc := mtlsHTTPClient(t, srv)
+
+	for _, path := range []string{"/echo.v1.EchoService/Echo", server.PlainHTTPPath} {
+		t.Run("ok/every field shown/"+path, func(t *testing.T) {
+			t.Parallel()
+			resp, err := hc.Post(srv.URL+path, "application/json", strings.NewReader(`{"message":"hi"}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var answer map[string]map[string]any
+			body, _ := io.ReadAll(resp.Body)
+			_ = json.Unmarshal(body, &answer)
+			if _, ok := answer["connection"]["resumed"]; !ok {
+				t.Errorf("answer lacks connection.resumed: %s", body)
+			}
+			if _, ok := answer["peer"]["spiffeId"]; !ok {
+				t.Errorf("answer lacks peer.spiffeId: %s", body)
+			}
+		})
+		t.Run("refused/misspelt field/"+path, func(t *testing.T) {
+			t.Parallel()
+			resp, err := hc.Post(srv.URL+path, "application/json", strings.NewReader(`{"mesage":"hi"}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "mesage") {
+				t.Errorf("answer %d %s, want 400 naming the unknown field", resp.StatusCode, body)
 			}
 		})
 	}
