@@ -75,6 +75,7 @@ func (f optionFunc) apply(o *options) { f(o) }
 
 type options struct {
 	rootCAs     *x509.CertPool
+	rootCerts   []*x509.Certificate // when read from a file, to name them in messages
 	caFile      string
 	cert        *tls.Certificate
 	certFile    string
@@ -94,12 +95,12 @@ func WithRootCAs(pool *x509.CertPool) Option {
 // PEM file.
 func WithCAFile(path string) Option {
 	return optionFunc(func(o *options) {
-		pool, _, err := pki.LoadCertPool(path)
+		pool, certs, err := pki.LoadCertPool(path)
 		if err != nil {
 			o.errs = append(o.errs, fmt.Errorf("loading CA file: %w", err))
 			return
 		}
-		o.rootCAs, o.caFile = pool, path
+		o.rootCAs, o.rootCerts, o.caFile = pool, certs, path
 	})
 }
 
@@ -134,10 +135,24 @@ func WithHTTP1() Option {
 	return optionFunc(func(o *options) { o.http1 = true })
 }
 
+// optionErrors reports every option that failed, on one line.
+type optionErrors []error
+
+func (e optionErrors) Error() string {
+	msgs := make([]string, 0, len(e))
+	for _, err := range e {
+		msgs = append(msgs, err.Error())
+	}
+	return "client: " + strings.Join(msgs, "; ")
+}
+
+func (e optionErrors) Unwrap() []error { return e }
+
 // Client calls one echoloop server. It is safe for concurrent use.
 type Client struct {
 	baseURL string
 	host    string
+	addr    string // host:port, with the port https implies when the URL has none
 	opts    options
 	tls     *tls.Config
 
@@ -156,8 +171,8 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 	for _, opt := range opts {
 		opt.apply(&o)
 	}
-	if err := errors.Join(o.errs...); err != nil {
-		return nil, fmt.Errorf("client: %w", err)
+	if len(o.errs) > 0 {
+		return nil, optionErrors(o.errs)
 	}
 
 	u, err := url.Parse(baseURL)
@@ -170,11 +185,19 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 			baseURL, u.Host)
 	case u.Scheme != "https" || u.Host == "":
 		return nil, fmt.Errorf("client: URL %q is not of the form https://host:port", baseURL)
+	case strings.Trim(u.Path, "/") != "" || u.RawQuery != "":
+		return nil, fmt.Errorf("client: URL %q has a path; give the server's base URL, https://%s: "+
+			"each protocol adds its own path", baseURL, u.Host)
 	}
 
+	port := u.Port()
+	if port == "" {
+		port = "443"
+	}
 	c := &Client{
 		baseURL: strings.TrimSuffix(u.String(), "/"),
 		host:    u.Hostname(),
+		addr:    net.JoinHostPort(u.Hostname(), port),
 		opts:    o,
 		pools:   map[Protocol]*http.Client{},
 	}

@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -163,19 +165,11 @@ func TestRefusedOnEveryProtocol(t *testing.T) {
 		}
 	}
 
+	// Every refusal leaves a structured line naming its reason; the check
+	// runs once the parallel subtests above have finished.
 	t.Cleanup(func() {
-		// Every refusal leaves a structured line naming its reason.
-		counts := map[string]int{}
-		for _, line := range srv.Logs() {
-			if line["msg"] == "tls handshake refused" {
-				counts[line["reason"].(string)]++
-			}
-		}
 		for _, tc := range cases {
-			if counts[tc.wantLog] < len(client.Protocols()) {
-				t.Errorf("server logged %d refusals with reason %q, want at least %d (all: %v)",
-					counts[tc.wantLog], tc.wantLog, len(client.Protocols()), counts)
-			}
+			srv.WaitForRefusals(t, tc.wantLog, len(client.Protocols()))
 		}
 	})
 }
@@ -304,5 +298,36 @@ func TestGRPCOverHTTP1AgainstAGRPCGoServer(t *testing.T) {
 	if !errors.As(err, &explained) || !strings.Contains(explained.Cause, "speaks only HTTP/2") ||
 		!strings.Contains(explained.Fix, "drop --http1.1") {
 		t.Fatalf("error = %v, want advice to drop --http1.1", err)
+	}
+}
+
+func TestSameNamedCAsAreToldApart(t *testing.T) {
+	t.Parallel()
+	srv := servertest.Start(t)
+	twin, err := pki.NewAuthority("servertest CA") // same name, another key
+	if err != nil {
+		t.Fatal(err)
+	}
+	twinClient, err := twin.IssueClient("twin")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	c := newClient(t, srv.URL, client.WithRootCAs(srv.CA.Pool()), client.WithCertificate(twinClient.TLSCertificate()))
+	_, err = c.Echo(callContext(t), client.Connect, "x")
+	var explained *client.Error
+	if !errors.As(err, &explained) || !strings.Contains(explained.Cause, "but not that one (another key)") {
+		t.Errorf("client side: %v, want the twin CA told apart", err)
+	}
+
+	dir := t.TempDir()
+	twinCA := filepath.Join(dir, "twin.crt")
+	if err := os.WriteFile(twinCA, twin.CertificatePEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c = newClient(t, srv.URL, client.WithCAFile(twinCA), client.WithCertificate(srv.Client.TLSCertificate()))
+	_, err = c.Echo(callContext(t), client.Connect, "x")
+	if !errors.As(err, &explained) || !strings.Contains(explained.Cause, "holds a CA of that name, but not that one") {
+		t.Errorf("server side: %v, want the twin CA told apart", err)
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/url"
 	"strings"
 	"syscall"
 	"time"
@@ -88,8 +87,12 @@ func (c *Client) diagnose(err error) (cause, fix string) {
 
 	switch {
 	case errors.Is(err, syscall.ECONNREFUSED):
-		return fmt.Sprintf("nothing is listening at %s", c.baseURL),
+		return fmt.Sprintf("nothing is listening at %s", c.addr),
 			"start the server (echoloop serve) or point --url at where it listens"
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Sprintf("no answer from %s before the deadline", c.addr),
+			"raise --timeout if the server is slow; if it never answers, check that the port is an " +
+				"HTTPS server (a firewall that drops packets looks the same)"
 	case strings.Contains(msg, "server gave HTTP response to HTTPS client"),
 		strings.Contains(msg, "first record does not look like a TLS handshake"):
 		return fmt.Sprintf("the server at %s answers plain HTTP, not TLS", c.baseURL),
@@ -130,14 +133,6 @@ type probeResult struct {
 // settings, waits briefly for the server's first bytes, and reports how the
 // connection ended.
 func (c *Client) probe(ctx context.Context) probeResult {
-	u, err := url.Parse(c.baseURL)
-	if err != nil {
-		return probeResult{err: err}
-	}
-	addr := u.Host
-	if u.Port() == "" {
-		addr = net.JoinHostPort(u.Hostname(), "443")
-	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 
@@ -146,7 +141,7 @@ func (c *Client) probe(ctx context.Context) probeResult {
 	if c.opts.http1 {
 		dialer.Config.NextProtos = []string{"http/1.1"}
 	}
-	conn, err := dialer.DialContext(ctx, "tcp", addr)
+	conn, err := dialer.DialContext(ctx, "tcp", c.addr)
 	if err != nil {
 		return probeResult{err: err}
 	}
@@ -211,6 +206,11 @@ func (c *Client) diagnoseAlert(alert string) (cause, fix string) {
 		return fmt.Sprintf("the server refused %s as missing", certName),
 			"present a certificate issued by " + orUnknown(asked)
 	case "unknown certificate authority":
+		if issuer != "" && strings.Contains(asked, fmt.Sprintf("%q", issuer)) {
+			return fmt.Sprintf("the server does not trust the CA that issued %s: it trusts a CA named "+
+					"%q too, but not that one (another key)", certName, issuer),
+				"use a certificate from the same `pki init` (or CA) as the server's --cacert"
+		}
 		return fmt.Sprintf("the server does not trust the CA that issued %s (issuer %q)", certName, issuer),
 			fmt.Sprintf("use a certificate issued by %s, or add its CA to the server's --cacert; "+
 				"if %q is an intermediate, append its certificate to the certificate file after the leaf",
@@ -292,6 +292,14 @@ func (c *Client) diagnoseServerCertificate(verr *tls.CertificateVerificationErro
 		if c.opts.caFile != "" {
 			where = fmt.Sprintf("%q", c.opts.caFile)
 		}
+		for _, root := range c.opts.rootCerts {
+			if root.Subject.String() == leaf.Issuer.String() {
+				return fmt.Sprintf("this client does not trust the server's certificate: it was issued by "+
+						"a CA named %q, and %s holds a CA of that name, but not that one (another key)",
+						leaf.Issuer.String(), where),
+					"pass the ca.crt from the same `pki init` as the server's certificate with --cacert"
+			}
+		}
 		return fmt.Sprintf("this client does not trust the server's certificate: its issuer %q is not in %s",
 				leaf.Issuer.String(), where),
 			"pass the server's CA with --cacert (echoloop pki init wrote it as ca.crt)"
@@ -309,6 +317,11 @@ func (c *Client) diagnoseHostname(hostErr x509.HostnameError) (cause, fix string
 	names := append([]string{}, hostErr.Certificate.DNSNames...)
 	for _, ip := range hostErr.Certificate.IPAddresses {
 		names = append(names, ip.String())
+	}
+	if len(names) == 0 {
+		return fmt.Sprintf("the server presents a certificate with no DNS or IP names (%s), so it covers "+
+				"no host at all: it is probably not a server certificate", hostErr.Certificate.Subject),
+			"give the server a certificate issued for its host names (echoloop pki init writes server.crt)"
 	}
 	return fmt.Sprintf("the server's certificate does not cover %q (it covers: %s)",
 			hostErr.Host, strings.Join(names, ", ")),

@@ -1,6 +1,8 @@
 package pki
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -67,6 +69,9 @@ func Init(cfg InitConfig) (*InitResult, error) {
 	if cfg.Dir == "" {
 		return nil, errors.New("pki: no directory given for the certificates")
 	}
+	if info, err := os.Stat(cfg.Dir); err == nil && !info.IsDir() {
+		return nil, fmt.Errorf("pki: %q is a file, not a directory: give --certs a directory", cfg.Dir)
+	}
 	if cfg.ClientName == "" {
 		cfg.ClientName = "client"
 	}
@@ -81,17 +86,27 @@ func Init(cfg InitConfig) (*InitResult, error) {
 	}
 	if !cfg.Force {
 		if len(existing) > 0 {
-			return nil, fmt.Errorf("pki: %s already exist; nothing was written "+
-				"(pass --force to replace them, or choose another --certs directory)",
-				strings.Join(existing, ", "))
+			verb := "already exist"
+			if len(existing) == 1 {
+				verb = "already exists"
+			}
+			return nil, fmt.Errorf("pki: %s %s; nothing was written "+
+				"(pass --force to replace, or choose another --certs directory)",
+				strings.Join(existing, ", "), verb)
 		}
 	}
 
-	ca, err := NewAuthority("echoloop development CA", WithKeyType(cfg.KeyType))
+	// Each development CA gets a name of its own, so that messages about
+	// two of them ("issued by X, server trusts Y") can tell them apart.
+	suffix := make([]byte, 4)
+	if _, err := rand.Read(suffix); err != nil {
+		return nil, fmt.Errorf("pki: naming the CA: %w", err)
+	}
+	ca, err := NewAuthority("echoloop development CA "+hex.EncodeToString(suffix), WithKeyType(cfg.KeyType))
 	if err != nil {
 		return nil, err
 	}
-	serverNames := append(append([]string{}, DefaultServerNames...), cfg.ServerSANs...)
+	serverNames := uniqueNames(append(append([]string{}, DefaultServerNames...), cfg.ServerSANs...))
 	server, err := ca.IssueServer(serverNames, WithKeyType(cfg.KeyType))
 	if err != nil {
 		return nil, err
@@ -136,6 +151,19 @@ func Init(cfg InitConfig) (*InitResult, error) {
 		return nil, err
 	}
 	return result, nil
+}
+
+// uniqueNames drops repeated names, keeping the first of each.
+func uniqueNames(names []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, n := range names {
+		if !seen[n] {
+			seen[n] = true
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 type encodedFile struct {

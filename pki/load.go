@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"syscall"
 )
 
 // LoadCertificates reads every certificate in a PEM file, in file order.
@@ -18,7 +19,7 @@ import (
 func LoadCertificates(path string) ([]*x509.Certificate, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("pki: reading certificate file: %w", err)
+		return nil, fmt.Errorf("pki: reading certificate file: %w%s", err, directoryHint(err))
 	}
 	return ParseCertificates(path, data)
 }
@@ -71,6 +72,14 @@ func looksLikeDER(data []byte) bool {
 	return len(data) > 1 && data[0] == 0x30 && data[1] >= 0x81 && data[1] <= 0x84
 }
 
+// directoryHint says what to do when a directory was given for a file.
+func directoryHint(err error) string {
+	if errors.Is(err, syscall.EISDIR) {
+		return " (a file is expected here; --certs is the flag that takes a directory)"
+	}
+	return ""
+}
+
 // LoadCertPool reads a PEM bundle of one or more CA certificates into a pool.
 // It returns the certificates too, so callers can name them in messages.
 func LoadCertPool(path string) (*x509.CertPool, []*x509.Certificate, error) {
@@ -92,7 +101,7 @@ func LoadCertPool(path string) (*x509.CertPool, []*x509.Certificate, error) {
 func LoadKey(path string) (crypto.Signer, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("pki: reading key file: %w", err)
+		return nil, fmt.Errorf("pki: reading key file: %w%s", err, directoryHint(err))
 	}
 	return ParseKey(path, data)
 }

@@ -488,6 +488,9 @@ func sanKind(value string) string {
 // checkDNSName refuses values that cannot be a DNS name, which would
 // otherwise end up in a certificate no client can match.
 func checkDNSName(value string) error {
+	if strings.Trim(value, "0123456789.") == "" {
+		return fmt.Errorf("pki: subject alternative name %q looks like an IPv4 address but is not one", value)
+	}
 	if strings.ContainsAny(value, ":/%[] \t") {
 		return fmt.Errorf("pki: subject alternative name %q is not a DNS name, IP address, "+
 			"URI (scheme://...) or e-mail address: give a host name without port or path", value)
@@ -531,4 +534,18 @@ func (a *Authority) AsIssued() *Issued {
 		chain = append(chain, a.Chain[1:]...)
 	}
 	return &Issued{Certificate: a.Certificate, Key: a.Key, Chain: chain}
+}
+
+// DescribeKey names a public key's algorithm and size, for example
+// "ECDSA P-256", "RSA 2048" or "Ed25519".
+func DescribeKey(pub crypto.PublicKey) string {
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		return "ECDSA " + k.Curve.Params().Name
+	case *rsa.PublicKey:
+		return fmt.Sprintf("RSA %d", k.N.BitLen())
+	case ed25519.PublicKey:
+		return "Ed25519"
+	}
+	return fmt.Sprintf("%T", pub)
 }

@@ -283,29 +283,12 @@ func runMatrixCase(t *testing.T, tc matrixCase) {
 	}
 }
 
-// assertRefusalsLogged waits for n refused-handshake lines with the reason,
-// each naming the client's address and, when a certificate was presented,
-// its subject, issuer, serial, NotAfter and fingerprint.
+// assertRefusalsLogged waits for n refused-handshake lines with the reason
+// and checks each.
 func assertRefusalsLogged(t *testing.T, srv *servertest.Server, reason string, presented *pki.Issued, n int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		var matching []map[string]any
-		for _, line := range srv.Logs() {
-			if line["msg"] == "tls handshake refused" && line[server.KeyReason] == reason {
-				matching = append(matching, line)
-			}
-		}
-		if len(matching) >= n {
-			for _, line := range matching {
-				checkRefusalLine(t, line, presented)
-			}
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d refusals logged with reason %q, want %d; logs: %v", len(matching), reason, n, srv.Logs())
-		}
-		time.Sleep(20 * time.Millisecond)
+	for _, line := range srv.WaitForRefusals(t, reason, n) {
+		checkRefusalLine(t, line, presented)
 	}
 }
 

@@ -134,6 +134,8 @@ func (o *options) validate() error {
 	}
 	if o.certificate == nil {
 		problems = append(problems, errors.New("no server certificate given"))
+	} else if err := checkServerCertificate(o.certificate); err != nil {
+		problems = append(problems, err)
 	}
 	if o.clientCAs == nil {
 		problems = append(problems, errors.New("no client CA given: a client certificate must chain to one"))
@@ -160,6 +162,38 @@ func (o *options) validate() error {
 		return fmt.Errorf("server: %w", err)
 	}
 	return nil
+}
+
+// checkServerCertificate refuses a certificate no client would accept from
+// a server: a CA's own, or one whose extended key usages leave out
+// serverAuth, as a client certificate given by mistake does.
+func checkServerCertificate(cert *tls.Certificate) error {
+	leaf := cert.Leaf
+	if leaf == nil {
+		if len(cert.Certificate) == 0 {
+			return errors.New("the server certificate is empty")
+		}
+		parsed, err := x509.ParseCertificate(cert.Certificate[0])
+		if err != nil {
+			return fmt.Errorf("the server certificate does not parse: %w", err)
+		}
+		leaf = parsed
+	}
+	if leaf.IsCA {
+		return fmt.Errorf("the server certificate %q is a CA certificate: give the server a leaf "+
+			"certificate that the CA issued", leaf.Subject.String())
+	}
+	if len(leaf.ExtKeyUsage) == 0 && len(leaf.UnknownExtKeyUsage) == 0 {
+		return nil // no list means any purpose (RFC 5280 section 4.2.1.12)
+	}
+	for _, u := range leaf.ExtKeyUsage {
+		if u == x509.ExtKeyUsageServerAuth || u == x509.ExtKeyUsageAny {
+			return nil
+		}
+	}
+	return fmt.Errorf("the certificate %q is not for server authentication (it lacks the serverAuth "+
+		"extended key usage; is it a client certificate?): give the server its own certificate, "+
+		"server.crt from echoloop pki init", leaf.Subject.String())
 }
 
 // Server is an echoloop server. Make one with [New], run it with [Server.Serve].

@@ -176,22 +176,11 @@ func TestRefusedHandshakeLogLine(t *testing.T) {
 	}
 }
 
-// assertLogged waits briefly for a refused-handshake line with the reason
-// and returns it.
+// assertLogged waits for a refused-handshake line with the reason and
+// returns it.
 func assertLogged(t *testing.T, srv *servertest.Server, reason string) map[string]any {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		for _, line := range srv.Logs() {
-			if line["msg"] == "tls handshake refused" && line[server.KeyReason] == reason {
-				return line
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no refused handshake with reason %q logged; logs: %v", reason, srv.Logs())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return srv.WaitForRefusals(t, reason, 1)[0]
 }
 
 func TestAccessLogNamesTheCaller(t *testing.T) {

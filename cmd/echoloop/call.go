@@ -3,11 +3,14 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -23,6 +26,9 @@ type callCmd struct {
 	Message  string `default:"hello" help:"Message to echo."`
 	JSON     bool   `name:"json" help:"Print each answer as protojson, one object per line."`
 }
+
+// Validate is kong's hook for checks its types cannot make.
+func (c *callCmd) Validate() error { return c.validate() }
 
 func (c *callCmd) Run(ctx context.Context, out *output) error {
 	cl, err := c.newClient()
@@ -40,7 +46,7 @@ func (c *callCmd) Run(ctx context.Context, out *output) error {
 	} else {
 		p, err := client.ParseProtocol(c.Protocol)
 		if err != nil {
-			return usageError{err}
+			return usageError{err: err, command: "call "}
 		}
 		resp, err := cl.Echo(ctx, p, c.Message)
 		results = []client.Result{{Protocol: p, Response: resp, Err: err}}
@@ -62,8 +68,17 @@ func verdict(results []client.Result) error {
 	if len(results) == 1 {
 		return results[0].Err
 	}
-	if err := client.Agree(results); err != nil {
-		return err
+	failed := 0
+	for _, r := range results {
+		if r.Err != nil {
+			failed++
+		}
+	}
+	switch {
+	case failed > 0:
+		return fmt.Errorf("%d of %d protocols failed, as shown above", failed, len(results))
+	case client.Agree(results) != nil:
+		return errors.New("the server saw different identities on different protocols, as shown above")
 	}
 	return nil
 }
@@ -95,10 +110,14 @@ func printJSON(w io.Writer, results []client.Result) error {
 // printResults shows the answers side by side: the connection facts per
 // protocol, then each identity field once when every protocol agrees on it.
 func printResults(w io.Writer, results []client.Result) {
+	// A single call's error is the command's own and is printed once, by
+	// main; side by side, each failure is shown here.
 	var ok []client.Result
 	for _, r := range results {
 		if r.Err != nil {
-			fmt.Fprintf(w, "%s: %v\n", r.Protocol, r.Err)
+			if len(results) > 1 {
+				fmt.Fprintf(w, "%s: %v\n", r.Protocol, r.Err)
+			}
 			continue
 		}
 		ok = append(ok, r)
@@ -120,7 +139,7 @@ func printResults(w io.Writer, results []client.Result) {
 		name  string
 		value func(*echov1.EchoResponse) string
 	}{
-		{"message", func(r *echov1.EchoResponse) string { return r.GetMessage() }},
+		{"message", func(r *echov1.EchoResponse) string { return strconv.Quote(r.GetMessage()) }},
 		{"protocol (server)", func(r *echov1.EchoResponse) string { return r.GetConnection().GetProtocol() }},
 		{"http version", func(r *echov1.EchoResponse) string { return r.GetConnection().GetHttpVersion() }},
 		{"tls version", func(r *echov1.EchoResponse) string { return r.GetConnection().GetTlsVersion() }},
@@ -132,7 +151,7 @@ func printResults(w io.Writer, results []client.Result) {
 	for _, row := range connectionRows {
 		cells := []string{row.name}
 		for _, r := range ok {
-			cells = append(cells, orDash(row.value(r.Response)))
+			cells = append(cells, printable(row.value(r.Response)))
 		}
 		fmt.Fprintln(tw, strings.Join(cells, "\t"))
 	}
@@ -174,11 +193,12 @@ func printIdentity(w io.Writer, ok []client.Result) {
 			same = same && row.value(r.Response.GetPeer()) == first
 		}
 		if same {
-			fmt.Fprintf(tw, "  %s\t%s\n", row.name, orDash(first))
+			fmt.Fprintf(tw, "  %s\t%s\n", row.name, printable(first))
 			continue
 		}
 		for _, r := range ok {
-			fmt.Fprintf(tw, "  %s (%s)\t%s\tDIFFERS\n", row.name, r.Protocol, orDash(row.value(r.Response.GetPeer())))
+			fmt.Fprintf(tw, "  %s (%s)\t%s\tDIFFERS\n", row.name, r.Protocol,
+				printable(row.value(r.Response.GetPeer())))
 		}
 	}
 	tw.Flush()
@@ -207,9 +227,15 @@ func formatTime(t time.Time) string {
 	return t.UTC().Format(time.RFC3339)
 }
 
-func orDash(s string) string {
-	if s == "" {
+// printable makes a value safe for one table cell: "-" for nothing, and
+// quoted when it holds a tab, a newline or a terminal escape, which would
+// break the columns or the terminal.
+func printable(s string) string {
+	switch {
+	case s == "":
 		return "-"
+	case strings.ContainsFunc(s, unicode.IsControl):
+		return strconv.Quote(s)
 	}
 	return s
 }

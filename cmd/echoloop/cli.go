@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -55,11 +56,19 @@ func (f certFiles) paths(side string) (caFile, certFile, keyFile string) {
 	return caFile, certFile, keyFile
 }
 
-// withInitHint adds the command that makes missing files.
-func withInitHint(err error, certsDir string) error {
-	if errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("%w (create development certificates with `echoloop pki init --certs %s`, "+
-			"or point --cacert, --cert and --key at yours)", err, certsDir)
+// withInitHint adds the command that makes missing files, when a file that
+// is missing is a default one in --certs rather than a path the user named:
+// for a mistyped path of one's own, pki init is no answer.
+func (f certFiles) withInitHint(err error, side string) error {
+	if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	caFile, certFile, keyFile := f.paths(side)
+	for _, file := range []struct{ flag, path string }{{f.CACert, caFile}, {f.Cert, certFile}, {f.Key, keyFile}} {
+		if _, statErr := os.Stat(file.path); file.flag == "" && errors.Is(statErr, fs.ErrNotExist) {
+			return fmt.Errorf("%w (create development certificates with `echoloop pki init --certs %s`, "+
+				"or point --cacert, --cert and --key at yours)", err, f.Certs)
+		}
 	}
 	return err
 }
@@ -71,6 +80,14 @@ type clientFlags struct {
 	ServerName string        `placeholder:"NAME" help:"Name the server certificate must cover, when the URL's host is not it."`
 	HTTP1      bool          `name:"http1.1" help:"Offer only HTTP/1.1 (most gRPC servers then refuse: gRPC is defined over HTTP/2)."`
 	Timeout    time.Duration `default:"10s" help:"Deadline of each call."`
+}
+
+// validate checks what kong's types cannot.
+func (f clientFlags) validate() error {
+	if f.Timeout <= 0 {
+		return fmt.Errorf("--timeout must be positive, got %s", f.Timeout)
+	}
+	return nil
 }
 
 // newClient builds the client the flags describe.
@@ -88,7 +105,7 @@ func (f clientFlags) newClient() (*client.Client, error) {
 	}
 	c, err := client.New(f.URL, opts...)
 	if err != nil {
-		return nil, withInitHint(err, f.Certs)
+		return nil, f.withInitHint(err, "client")
 	}
 	return c, nil
 }

@@ -12,6 +12,9 @@ type healthCmd struct {
 	clientFlags `embed:""`
 }
 
+// Validate is kong's hook for checks its types cannot make.
+func (c *healthCmd) Validate() error { return c.validate() }
+
 func (c *healthCmd) Run(ctx context.Context, out *output) error {
 	cl, err := c.newClient()
 	if err != nil {

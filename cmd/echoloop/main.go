@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/alecthomas/kong"
@@ -23,6 +24,8 @@ const (
 	exitOK    = 0
 	exitFail  = 1
 	exitUsage = 2
+	// exitInterrupted is the shell's code for a process ended by SIGINT.
+	exitInterrupted = 130
 )
 
 func main() {
@@ -32,8 +35,12 @@ func main() {
 	os.Exit(report(err, os.Stderr))
 }
 
-// usageError is a mistake in the command line rather than a failure of the work.
-type usageError struct{ err error }
+// usageError is a mistake in the command line rather than a failure of the
+// work. command names the subcommand whose help would set it right.
+type usageError struct {
+	err     error
+	command string
+}
 
 func (e usageError) Error() string { return e.err.Error() }
 func (e usageError) Unwrap() error { return e.err }
@@ -45,14 +52,18 @@ func (silentError) Error() string { return "failed" }
 
 // report prints err, if any, as one line and returns the exit code.
 func report(err error, stderr io.Writer) int {
+	var usage usageError
 	switch {
 	case err == nil:
 		return exitOK
 	case errors.As(err, new(silentError)):
 		return exitFail
-	case errors.As(err, new(usageError)):
-		fmt.Fprintf(stderr, "echoloop: %v (see echoloop --help)\n", err)
+	case errors.As(err, &usage):
+		fmt.Fprintf(stderr, "echoloop: %v (see echoloop %s--help)\n", err, usage.command)
 		return exitUsage
+	case errors.Is(err, context.Canceled):
+		fmt.Fprintln(stderr, "echoloop: interrupted")
+		return exitInterrupted
 	}
 	fmt.Fprintf(stderr, "echoloop: %v\n", err)
 	return exitFail
@@ -84,9 +95,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil // --help was shown
 	}
 	if err != nil {
-		return usageError{err}
+		command := ""
+		var parseErr *kong.ParseError
+		if errors.As(err, &parseErr) && parseErr.Context != nil {
+			if name := parseErr.Context.Command(); name != "" {
+				command = strings.Fields(name)[0] + " "
+				if len(strings.Fields(name)) > 1 && !strings.HasPrefix(strings.Fields(name)[1], "<") {
+					command = strings.Join(strings.Fields(name)[:2], " ") + " "
+				}
+			}
+		}
+		return usageError{err: err, command: command}
 	}
-	return kctx.Run()
+	err = kctx.Run()
+	if ctx.Err() != nil && err != nil {
+		return fmt.Errorf("%w", context.Canceled)
+	}
+	return err
 }
 
 // output is where commands write for people.

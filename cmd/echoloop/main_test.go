@@ -385,3 +385,97 @@ func TestServePolicyFlags(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+func TestCallMistakesGetOneClearLine(t *testing.T) {
+	t.Parallel()
+	certs := t.TempDir()
+	if _, errOut, code := runCommand(t.Context(), "pki", "init", "--certs", certs); code != exitOK {
+		t.Fatal(errOut)
+	}
+	// A port that accepts connections and never says a word.
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { silent.Close() })
+	go func() {
+		for {
+			conn, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { conn.Close() })
+		}
+	}()
+	silentURL := "https://" + silent.Addr().String()
+	closedURL := "https://" + freeLoopbackAddr(t)
+
+	cases := []struct {
+		name     string
+		args     []string
+		wantCode int
+		want     []string
+		dontWant []string
+	}{
+		{"refused/zero timeout", []string{"call", "--timeout", "0s"}, exitUsage,
+			[]string{"--timeout must be positive", "see echoloop call --help"}, nil},
+		{"refused/URL with a path", []string{"call", "--certs", certs, "--url", closedURL + "/v1/echo"}, exitFail,
+			[]string{"has a path", "base URL"}, nil},
+		{"refused/mistyped CA path", []string{"call", "--certs", certs, "--cacert", filepath.Join(certs, "nope.crt")},
+			exitFail, []string{"nope.crt", "no such file"}, []string{"pki init"}},
+		{"refused/missing certs directory", []string{"call", "--certs", filepath.Join(certs, "absent")},
+			exitFail, []string{"pki init --certs"}, nil},
+		{"refused/nothing listening", []string{"call", "--certs", certs, "--url", closedURL}, exitFail,
+			[]string{"nothing is listening at 127.0.0.1:"}, nil},
+		{"refused/silent server", []string{"call", "--certs", certs, "--url", silentURL, "--timeout", "300ms"},
+			exitFail, []string{"no answer from 127.0.0.1:", "before the deadline", "--timeout"}, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			out, errOut, code := runCommand(t.Context(), tc.args...)
+			if code != tc.wantCode {
+				t.Fatalf("exit %d, want %d; stdout %q stderr %q", code, tc.wantCode, out, errOut)
+			}
+			if out != "" {
+				t.Errorf("stdout = %q, want the error on stderr only", out)
+			}
+			if lines := strings.Count(strings.TrimSpace(errOut), "\n") + 1; lines != 1 {
+				t.Errorf("stderr has %d lines, want one:\n%s", lines, errOut)
+			}
+			for _, want := range tc.want {
+				if !strings.Contains(errOut, want) {
+					t.Errorf("stderr %q lacks %q", errOut, want)
+				}
+			}
+			for _, dont := range tc.dontWant {
+				if strings.Contains(errOut, dont) {
+					t.Errorf("stderr %q should not mention %q", errOut, dont)
+				}
+			}
+		})
+	}
+
+	t.Run("interrupted", func(t *testing.T) {
+		t.Parallel()
+		ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+		defer cancel()
+		_, errOut, code := runCommand(ctx, "call", "--certs", certs, "--url", silentURL, "--timeout", "1m")
+		if code != exitInterrupted || strings.TrimSpace(errOut) != "echoloop: interrupted" {
+			t.Errorf("exit %d with %q, want %d and 'interrupted'", code, errOut, exitInterrupted)
+		}
+	})
+}
+
+func TestServeRefusesAClientCertificateAsItsOwn(t *testing.T) {
+	t.Parallel()
+	certs := t.TempDir()
+	if _, errOut, code := runCommand(t.Context(), "pki", "init", "--certs", certs); code != exitOK {
+		t.Fatal(errOut)
+	}
+	_, errOut, code := runCommand(t.Context(), "serve", "--certs", certs, "--addr", "127.0.0.1:0",
+		"--cert", filepath.Join(certs, "client.crt"), "--key", filepath.Join(certs, "client.key"))
+	if code != exitFail || !strings.Contains(errOut, "not for server authentication") {
+		t.Errorf("exit %d with %q, want a refusal naming the missing serverAuth usage", code, errOut)
+	}
+}

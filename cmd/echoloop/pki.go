@@ -16,7 +16,7 @@ type pkiInitCmd struct {
 	Certs   string   `default:"certs" help:"Directory to write ca.crt, ca.key, server.*, client.* into."`
 	SAN     []string `name:"san" placeholder:"NAME" help:"Extra subject alternative name for the server certificate (DNS name or IP); repeatable."`
 	Name    string   `default:"client" help:"Common name of the client certificate."`
-	KeyType string   `default:"ecdsa-p256" enum:"ecdsa-p256,ecdsa-p384,ed25519,rsa-2048,rsa-3072,rsa-4096" help:"Key type of every key made."`
+	KeyType string   `default:"ecdsa-p256" enum:"ecdsa-p256,ecdsa-p384,ed25519,rsa-2048,rsa-3072,rsa-4096" help:"Key type of every key made: ${enum}."`
 	Force   bool     `help:"Replace existing files."`
 }
 
@@ -44,6 +44,10 @@ func (c *pkiInitCmd) Run(out *output) error {
 	for _, ip := range server.IPAddresses {
 		names = append(names, ip.String())
 	}
+	for _, u := range server.URIs {
+		names = append(names, u.String())
+	}
+	names = append(names, server.EmailAddresses...)
 	fmt.Fprintf(out.out, "\nserver certificate covers: %s\n", strings.Join(names, ", "))
 	fmt.Fprintf(out.out, "client certificate: CN=%s, sha256 %s\n",
 		result.Client.Certificate.Subject.CommonName, pki.Fingerprint(result.Client.Certificate))

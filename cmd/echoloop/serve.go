@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"syscall"
 	"time"
 
 	"github.com/echoloop/echoloop/pki"
@@ -17,7 +19,7 @@ type serveCmd struct {
 	certFiles `embed:"" set:"side=server"`
 
 	Addr              string        `default:"${default_addr}" help:"Address to listen on, HOST:PORT."`
-	TLSMin            string        `name:"tls-min" default:"1.3" enum:"1.2,1.3" help:"Lowest TLS version accepted (1.2 or 1.3)."`
+	TLSMin            string        `name:"tls-min" default:"1.3" enum:"1.2,1.3" help:"Lowest TLS version accepted: ${enum}."`
 	MaxMessageBytes   int           `default:"${default_max_message}" help:"Largest message in bytes accepted or sent, on every protocol."`
 	ReadHeaderTimeout time.Duration `default:"${default_read_header}" help:"Time a client has to send request headers."`
 	IdleTimeout       time.Duration `default:"${default_idle}" help:"Close connections idle for this long."`
@@ -27,8 +29,8 @@ type serveCmd struct {
 	AllowDNS          []string      `name:"allow-dns" placeholder:"NAME" help:"Allow clients with this DNS SAN (*.example.org for one label); repeatable."`
 	AllowURI          []string      `name:"allow-uri" placeholder:"URI" help:"Allow clients with this URI SAN (spiffe://domain/* for a trust domain); repeatable."`
 	AllowOU           []string      `name:"allow-ou" placeholder:"UNIT" help:"Allow clients with this organisational unit; repeatable."`
-	LogFormat         string        `default:"text" enum:"text,json" help:"Log format (text or json)."`
-	LogLevel          string        `default:"info" enum:"debug,info,warn,error" help:"Lowest level logged."`
+	LogFormat         string        `default:"text" enum:"text,json" help:"Log format: ${enum}."`
+	LogLevel          string        `default:"info" enum:"debug,info,warn,error" help:"Lowest level logged: ${enum}."`
 }
 
 // serveVars are the defaults the serve flags show in their help.
@@ -76,8 +78,11 @@ func (c *serveCmd) Run(ctx context.Context, out *output) error {
 
 	ln, err := net.Listen("tcp", c.Addr)
 	if err != nil {
-		return fmt.Errorf("listening on %s: %w (is another server using the port? choose one with --addr)",
-			c.Addr, err)
+		hint := ""
+		if errors.Is(err, syscall.EADDRINUSE) {
+			hint = " (another program holds the port: stop it, or choose another with --addr)"
+		}
+		return fmt.Errorf("listening on --addr %s: %w%s", c.Addr, err, hint)
 	}
 	return srv.Serve(ctx, ln)
 }
@@ -89,7 +94,7 @@ func (c *serveCmd) tlsOptions() ([]server.Option, error) {
 
 	pair, err := pki.LoadKeyPair(certFile, keyFile)
 	if err != nil {
-		return nil, withInitHint(fmt.Errorf("loading server certificate: %w", err), c.Certs)
+		return nil, c.withInitHint(fmt.Errorf("loading server certificate: %w", err), "server")
 	}
 	if now := time.Now(); now.After(pair.Leaf.NotAfter) {
 		return nil, fmt.Errorf("server certificate %q expired at %s (this machine's clock says %s): "+
@@ -98,7 +103,7 @@ func (c *serveCmd) tlsOptions() ([]server.Option, error) {
 	}
 	pool, _, err := pki.LoadCertPool(caFile)
 	if err != nil {
-		return nil, withInitHint(fmt.Errorf("loading client CA bundle: %w", err), c.Certs)
+		return nil, c.withInitHint(fmt.Errorf("loading client CA bundle: %w", err), "server")
 	}
 	return []server.Option{server.WithCertificate(pair), server.WithClientCAs(pool)}, nil
 }

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/echoloop/echoloop/pki"
 	"github.com/echoloop/echoloop/server"
@@ -144,4 +145,29 @@ func (b *logBuffer) lines() []map[string]any {
 		out = append(out, line)
 	}
 	return out
+}
+
+// WaitForRefusals waits up to five seconds until at least n refused
+// handshakes with the given reason are logged, and returns them. A refused
+// client can read its alert before the server has written its log line, so
+// tests wait rather than look once.
+func (s *Server) WaitForRefusals(tb testing.TB, reason string, n int) []map[string]any {
+	tb.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var matching []map[string]any
+		for _, line := range s.Logs() {
+			if line["msg"] == "tls handshake refused" && line["reason"] == reason {
+				matching = append(matching, line)
+			}
+		}
+		if len(matching) >= n {
+			return matching
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("%d refused handshakes logged with reason %q, want %d; logs: %v",
+				len(matching), reason, n, s.Logs())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
