@@ -134,7 +134,7 @@ func (d *doctor) loadKey(context.Context) Step {
 	for _, c := range d.chain {
 		d.pair.Certificate = append(d.pair.Certificate, c.Raw)
 	}
-	return pass(check, fmt.Sprintf("%T", key.Public()))
+	return pass(check, pki.DescribeKey(key.Public()))
 }
 
 func (d *doctor) keyMatches(context.Context) Step {
