@@ -98,7 +98,9 @@ func printJSON(w io.Writer, results []client.Result) error {
 			fmt.Fprintln(w, string(line))
 			continue
 		}
-		line, err := protojson.Marshal(r.Response)
+		// Every field, as the server itself writes them, so scripts can
+		// rely on the shape.
+		line, err := protojson.MarshalOptions{EmitUnpopulated: true}.Marshal(r.Response)
 		if err != nil {
 			return fmt.Errorf("encoding %s answer: %w", r.Protocol, err)
 		}
