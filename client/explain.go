@@ -113,6 +113,7 @@ func lostConnectionError(err error) bool {
 	msg := err.Error()
 	return strings.Contains(msg, "could not be established") ||
 		strings.Contains(msg, "client conn is closed") ||
+		strings.Contains(msg, "use of closed network connection") ||
 		strings.Contains(msg, "client connection lost") ||
 		strings.Contains(msg, "unexpected EOF") ||
 		strings.HasSuffix(msg, ": EOF") ||
