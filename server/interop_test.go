@@ -5,6 +5,7 @@ package server_test
 // that the identity the server reports is the client certificate's.
 
 import (
+	"context"
 	"crypto/tls"
 	"encoding/json"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -148,6 +150,14 @@ func stderrOf(err error) string {
 	return ""
 }
 
+// toolContext bounds a `go tool` run. The first run on a machine compiles
+// the tool, which takes far longer than the call itself.
+func toolContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
 // moduleRoot is where go.mod lives, so `go tool buf` finds its pin.
 func moduleRoot(t *testing.T) string {
 	t.Helper()
@@ -168,7 +178,7 @@ func TestBufCurl(t *testing.T) {
 		t.Run("ok/"+protocol, func(t *testing.T) {
 			t.Parallel()
 			// No --schema: buf curl asks the server's reflection service.
-			cmd := exec.CommandContext(callContext(t), goBin, "tool", "buf", "curl",
+			cmd := exec.CommandContext(toolContext(t), goBin, "tool", "buf", "curl",
 				"--protocol", protocol, "--cacert", caFile, "--cert", certFile, "--key", keyFile,
 				"--data", `{"message":"from buf curl"}`,
 				srv.URL+"/echo.v1.EchoService/Echo")
@@ -254,7 +264,7 @@ func TestGRPCurl(t *testing.T) {
 	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
 
 	// grpcurl also learns the schema through reflection.
-	cmd := exec.CommandContext(callContext(t), goBin, "tool", "grpcurl",
+	cmd := exec.CommandContext(toolContext(t), goBin, "tool", "grpcurl",
 		"-cacert", caFile, "-cert", certFile, "-key", keyFile,
 		"-d", `{"message":"from grpcurl"}`, srv.Addr, "echo.v1.EchoService/Echo")
 	cmd.Dir = moduleRoot(t)
