@@ -225,7 +225,7 @@ func (c *Client) diagnoseAlert(alert string) (cause, fix string) {
 			certName), "issue a client certificate with the clientAuth extended key usage"
 	case "bad certificate", "certificate unknown":
 		return fmt.Sprintf("the server refused %s (alert %q)", certName, alert),
-			"check that it is a client certificate (clientAuth), currently valid, and issued by " +
+			"check that it is a client certificate (clientAuth), currently valid, not revoked, and issued by " +
 				orUnknown(asked)
 	case "protocol version not supported", "handshake failure":
 		return "the server and this client share no TLS version or cipher suite",

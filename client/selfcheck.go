@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/echoloop/echoloop/pki"
 )
 
 // CertificateProblem is what is wrong with a client certificate, found on
@@ -129,27 +131,10 @@ func isSelfSigned(cert *x509.Certificate) bool {
 }
 
 func usageNames(usages []x509.ExtKeyUsage) string {
-	names := map[x509.ExtKeyUsage]string{
-		x509.ExtKeyUsageAny:             "any",
-		x509.ExtKeyUsageServerAuth:      "serverAuth",
-		x509.ExtKeyUsageClientAuth:      "clientAuth",
-		x509.ExtKeyUsageCodeSigning:     "codeSigning",
-		x509.ExtKeyUsageEmailProtection: "emailProtection",
-		x509.ExtKeyUsageTimeStamping:    "timeStamping",
-		x509.ExtKeyUsageOCSPSigning:     "OCSPSigning",
-	}
-	var out []string
-	for _, u := range usages {
-		if n, ok := names[u]; ok {
-			out = append(out, n)
-		} else {
-			out = append(out, fmt.Sprintf("usage %d", u))
-		}
-	}
-	if len(out) == 0 {
+	if len(usages) == 0 {
 		return "none that Go knows"
 	}
-	return strings.Join(out, ", ")
+	return strings.Join(pki.ExtKeyUsageNames(usages), ", ")
 }
 
 func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }

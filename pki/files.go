@@ -1,14 +1,18 @@
 package pki
 
 import (
+	"crypto"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // The file names inside a certificates directory. Every command that takes
@@ -20,6 +24,12 @@ const (
 	ServerKeyFile  = "server.key"
 	ClientCertFile = "client.crt"
 	ClientKeyFile  = "client.key"
+	// IntermediateCertFile and IntermediateKeyFile hold the intermediate CA
+	// that `pki init --intermediate` puts between the root and the leaves.
+	IntermediateCertFile = "intermediate.crt"
+	IntermediateKeyFile  = "intermediate.key"
+	// CRLFile is the revocation list `pki revoke` keeps.
+	CRLFile = "ca.crl"
 )
 
 // File modes. Keys are readable by their owner only, as ssh and most TLS
@@ -44,6 +54,16 @@ type InitConfig struct {
 	ClientName string
 	// KeyType is the type of every key made. Default [KeyECDSAP256].
 	KeyType KeyType
+	// Intermediate puts an intermediate CA between the root and the leaves:
+	// the leaves are signed by it, and their files carry it after the leaf.
+	Intermediate bool
+	// RootKeyPath is where the root CA's key is written. Default Dir/ca.key.
+	// With Intermediate, the root key is needed only to sign a new
+	// intermediate, so it can be written to removable media and kept offline.
+	RootKeyPath string
+	// CAValidFor and LeafValidFor set the validity periods. Defaults
+	// [DefaultCAValidity] and [DefaultLeafValidity].
+	CAValidFor, LeafValidFor time.Duration
 	// Force replaces existing files. Without it, Init refuses to touch a
 	// directory that already holds any of the files it would write.
 	Force bool
@@ -51,17 +71,22 @@ type InitConfig struct {
 
 // InitResult holds what [Init] made and where it wrote it.
 type InitResult struct {
-	CA     *Authority
-	Server *Issued
-	Client *Issued
+	// CA is the root.
+	CA *Authority
+	// Intermediate is the CA that signed the leaves when one was asked
+	// for; nil otherwise.
+	Intermediate *Authority
+	Server       *Issued
+	Client       *Issued
 	// Files lists the paths written, in the order written.
 	Files []string
 }
 
-// Init makes a development PKI — a CA, a server certificate and a client
-// certificate — and writes it into cfg.Dir as the files named by
-// [CACertFile] and its siblings. The CA key is written too, because issuing
-// and revoking later need it; move it elsewhere when that is not wanted.
+// Init makes a development PKI — a CA (and optionally an intermediate), a
+// server certificate and a client certificate — and writes it into cfg.Dir
+// as the files named by [CACertFile] and its siblings. The CA key is written
+// too, because issuing and revoking later need it; [InitConfig.RootKeyPath]
+// puts it elsewhere.
 //
 // No file is written unless all can be: existing files are checked first,
 // and each file is written to a temporary name and renamed into place.
@@ -78,22 +103,16 @@ func Init(cfg InitConfig) (*InitResult, error) {
 	if cfg.KeyType == "" {
 		cfg.KeyType = KeyECDSAP256
 	}
-
-	names := []string{CACertFile, CAKeyFile, ServerCertFile, ServerKeyFile, ClientCertFile, ClientKeyFile}
-	existing, err := existingFiles(cfg.Dir, names)
-	if err != nil {
-		return nil, err
+	if cfg.RootKeyPath == "" {
+		cfg.RootKeyPath = filepath.Join(cfg.Dir, CAKeyFile)
 	}
-	if !cfg.Force {
-		if len(existing) > 0 {
-			verb := "already exist"
-			if len(existing) == 1 {
-				verb = "already exists"
-			}
-			return nil, fmt.Errorf("pki: %s %s; nothing was written "+
-				"(pass --force to replace, or choose another --certs directory)",
-				strings.Join(existing, ", "), verb)
-		}
+	caOpts := []Option{WithKeyType(cfg.KeyType)}
+	if cfg.CAValidFor != 0 {
+		caOpts = append(caOpts, WithValidFor(cfg.CAValidFor))
+	}
+	leafOpts := []Option{WithKeyType(cfg.KeyType)}
+	if cfg.LeafValidFor != 0 {
+		leafOpts = append(leafOpts, WithValidFor(cfg.LeafValidFor))
 	}
 
 	// Each development CA gets a name of its own, so that messages about
@@ -102,55 +121,139 @@ func Init(cfg InitConfig) (*InitResult, error) {
 	if _, err := rand.Read(suffix); err != nil {
 		return nil, fmt.Errorf("pki: naming the CA: %w", err)
 	}
-	ca, err := NewAuthority("echoloop development CA "+hex.EncodeToString(suffix), WithKeyType(cfg.KeyType))
+	name := "echoloop development CA " + hex.EncodeToString(suffix)
+	ca, err := NewAuthority(name, caOpts...)
 	if err != nil {
 		return nil, err
 	}
+	result := &InitResult{CA: ca}
+	signer := ca
+	if cfg.Intermediate {
+		if signer, err = ca.NewIntermediate(name+" intermediate", caOpts...); err != nil {
+			return nil, err
+		}
+		result.Intermediate = signer
+	}
+
 	serverNames := uniqueNames(append(append([]string{}, DefaultServerNames...), cfg.ServerSANs...))
-	server, err := ca.IssueServer(serverNames, WithKeyType(cfg.KeyType))
-	if err != nil {
+	if result.Server, err = signer.IssueServer(serverNames, leafOpts...); err != nil {
 		return nil, err
 	}
-	client, err := ca.IssueClient(cfg.ClientName, WithKeyType(cfg.KeyType))
-	if err != nil {
+	if result.Client, err = signer.IssueClient(cfg.ClientName, leafOpts...); err != nil {
 		return nil, err
 	}
 
-	files, err := encodeAll(ca, server, client)
+	set := fileSet{}
+	set.certificate(filepath.Join(cfg.Dir, CACertFile), ca.Certificate)
+	if err := set.key(cfg.RootKeyPath, ca.Key); err != nil {
+		return nil, err
+	}
+	if cfg.Intermediate {
+		set.certificate(filepath.Join(cfg.Dir, IntermediateCertFile), result.Intermediate.Certificate)
+		if err := set.key(filepath.Join(cfg.Dir, IntermediateKeyFile), result.Intermediate.Key); err != nil {
+			return nil, err
+		}
+	}
+	for _, leaf := range []struct {
+		name   string
+		issued *Issued
+	}{{"server", result.Server}, {"client", result.Client}} {
+		if err := set.issued(filepath.Join(cfg.Dir, leaf.name), leaf.issued); err != nil {
+			return nil, err
+		}
+	}
+	// An empty revocation list from the start, so a server can be told
+	// --crl before anything is revoked, and pick up the first revocation.
+	crl, err := signer.RevocationList(big.NewInt(1), nil)
 	if err != nil {
 		return nil, err
 	}
+	set = append(set, encodedFile{filepath.Join(cfg.Dir, CRLFile), crl, CertFileMode})
+
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("pki: creating directory %q: %w", cfg.Dir, err)
 	}
-	// Stage every file before renaming any, so that a failure to write one
-	// (a full disk, a directory in the way) leaves the old set whole.
-	result := &InitResult{CA: ca, Server: server, Client: client}
-	staged := make([]string, 0, len(names))
+	if result.Files, err = set.write(cfg.Force); err != nil {
+		return nil, err
+	}
+	return result, nil
+}
+
+// fileSet is a group of files written together or not at all.
+type fileSet []encodedFile
+
+type encodedFile struct {
+	path string
+	data []byte
+	mode fs.FileMode
+}
+
+func (s *fileSet) certificate(path string, certs ...*x509.Certificate) {
+	*s = append(*s, encodedFile{path, EncodeCertificates(certs...), CertFileMode})
+}
+
+func (s *fileSet) key(path string, key crypto.Signer) error {
+	data, err := EncodeKey(key)
+	if err != nil {
+		return err
+	}
+	*s = append(*s, encodedFile{path, data, KeyFileMode})
+	return nil
+}
+
+// issued adds base.crt (the leaf, then its chain) and base.key.
+func (s *fileSet) issued(base string, i *Issued) error {
+	*s = append(*s, encodedFile{base + ".crt", i.CertificatePEM(), CertFileMode})
+	return s.key(base+".key", i.Key)
+}
+
+// write checks that no file exists unless force is set, stages every file
+// before renaming any — so a failure to write one (a full disk, a directory
+// in the way) leaves the old set whole — and returns the paths written.
+func (s fileSet) write(force bool) ([]string, error) {
+	paths := make([]string, 0, len(s))
+	for _, f := range s {
+		paths = append(paths, f.path)
+	}
+	existing, err := existingFiles(paths)
+	if err != nil {
+		return nil, err
+	}
+	if len(existing) > 0 && !force {
+		verb := "already exist"
+		if len(existing) == 1 {
+			verb = "already exists"
+		}
+		return nil, fmt.Errorf("pki: %s %s; nothing was written "+
+			"(pass --force to replace, or choose other paths)", strings.Join(existing, ", "), verb)
+	}
+
+	staged := make([]string, 0, len(s))
 	defer func() {
 		for _, tmp := range staged {
 			os.Remove(tmp) // a no-op once renamed
 		}
 	}()
-	for _, name := range names {
-		f := files[name]
-		tmp, err := stageFile(filepath.Join(cfg.Dir, name), f.data, f.mode)
+	for _, f := range s {
+		tmp, err := stageFile(f.path, f.data, f.mode)
 		if err != nil {
 			return nil, err
 		}
 		staged = append(staged, tmp)
 	}
-	for i, name := range names {
-		path := filepath.Join(cfg.Dir, name)
-		if err := os.Rename(staged[i], path); err != nil {
-			return nil, fmt.Errorf("pki: moving %q into place: %w", path, err)
+	dirs := map[string]bool{}
+	for i, f := range s {
+		if err := os.Rename(staged[i], f.path); err != nil {
+			return nil, fmt.Errorf("pki: moving %q into place: %w", f.path, err)
 		}
-		result.Files = append(result.Files, path)
+		dirs[filepath.Dir(f.path)] = true
 	}
-	if err := syncDir(cfg.Dir); err != nil {
-		return nil, err
+	for dir := range dirs {
+		if err := syncDir(dir); err != nil {
+			return nil, err
+		}
 	}
-	return result, nil
+	return paths, nil
 }
 
 // uniqueNames drops repeated names, keeping the first of each.
@@ -166,38 +269,9 @@ func uniqueNames(names []string) []string {
 	return out
 }
 
-type encodedFile struct {
-	data []byte
-	mode fs.FileMode
-}
-
-func encodeAll(ca *Authority, server, client *Issued) (map[string]encodedFile, error) {
-	caKey, err := EncodeKey(ca.Key)
-	if err != nil {
-		return nil, err
-	}
-	serverKey, err := server.KeyPEM()
-	if err != nil {
-		return nil, err
-	}
-	clientKey, err := client.KeyPEM()
-	if err != nil {
-		return nil, err
-	}
-	return map[string]encodedFile{
-		CACertFile:     {ca.CertificatePEM(), CertFileMode},
-		CAKeyFile:      {caKey, KeyFileMode},
-		ServerCertFile: {server.CertificatePEM(), CertFileMode},
-		ServerKeyFile:  {serverKey, KeyFileMode},
-		ClientCertFile: {client.CertificatePEM(), CertFileMode},
-		ClientKeyFile:  {clientKey, KeyFileMode},
-	}, nil
-}
-
-func existingFiles(dir string, names []string) ([]string, error) {
+func existingFiles(paths []string) ([]string, error) {
 	var existing []string
-	for _, name := range names {
-		path := filepath.Join(dir, name)
+	for _, path := range paths {
 		info, err := os.Lstat(path)
 		switch {
 		case err == nil && info.IsDir():

@@ -37,6 +37,7 @@ var allFiles = []string{
 	pki.CACertFile, pki.CAKeyFile,
 	pki.ServerCertFile, pki.ServerKeyFile,
 	pki.ClientCertFile, pki.ClientKeyFile,
+	pki.CRLFile,
 }
 
 // oidExtKeyUsage is the extended key usage extension, RFC 5280 section 4.2.1.12.
@@ -67,6 +68,7 @@ func TestInitWritesFilesWithModes(t *testing.T) {
 		pki.ServerKeyFile:  0o600,
 		pki.ClientCertFile: 0o644,
 		pki.ClientKeyFile:  0o600,
+		pki.CRLFile:        0o644,
 	}
 	for name, want := range wantModes {
 		info, err := os.Stat(filepath.Join(dir, name))

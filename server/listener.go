@@ -219,6 +219,7 @@ const (
 	ReasonWrongKeyUsage    = "wrong_key_usage"
 	ReasonBadCertificate   = "bad_certificate"
 	ReasonCAAsLeaf         = "ca_as_leaf"
+	ReasonRevoked          = "revoked"
 	ReasonNotTLS           = "not_tls"
 	ReasonTimeout          = "timeout"
 	ReasonClientClosed     = "client_closed"

@@ -70,6 +70,7 @@ type options struct {
 	maxConcurrentStreams uint32
 	drainTimeout         time.Duration
 	policy               Policy
+	crlFile              string
 }
 
 // WithCertificate sets the server's certificate chain and key. Required.
@@ -119,6 +120,15 @@ func WithHandshakeTimeout(d time.Duration) Option {
 // closing their connections. Default [DefaultDrainTimeout].
 func WithDrainTimeout(d time.Duration) Option {
 	return optionFunc(func(o *options) { o.drainTimeout = d })
+}
+
+// WithCRLFile enforces the certificate revocation lists in a PEM file (none
+// when path is empty): a
+// client whose chain includes a certificate listed there is refused at the
+// handshake, on every protocol. The file is re-read when it changes; a new
+// version that does not parse is refused and the old lists stay in force.
+func WithCRLFile(path string) Option {
+	return optionFunc(func(o *options) { o.crlFile = path })
 }
 
 // WithPolicy narrows which verified clients may call; see [Policy]. Default:
@@ -199,6 +209,7 @@ func checkServerCertificate(cert *tls.Certificate) error {
 // Server is an echoloop server. Make one with [New], run it with [Server.Serve].
 type Server struct {
 	opts    options
+	crls    *revocations // nil without WithCRLFile
 	log     *slog.Logger
 	health  *grpchealth.StaticChecker
 	tls     *tls.Config
@@ -230,6 +241,13 @@ func New(opts ...Option) (*Server, error) {
 		log:    o.log,
 		health: grpchealth.NewStaticChecker(echov1connect.EchoServiceName),
 	}
+	if o.crlFile != "" {
+		crls, err := loadRevocations(o.crlFile)
+		if err != nil {
+			return nil, fmt.Errorf("server: %w", err)
+		}
+		s.crls = crls
+	}
 	s.tls = s.tlsConfig()
 	handler, err := s.routes()
 	if err != nil {
@@ -255,7 +273,14 @@ func (s *Server) tlsConfig() *tls.Config {
 			if len(state.VerifiedChains) == 0 {
 				return errors.New("tls: no verified client certificate chain")
 			}
-			return refuseCAAsLeaf(state.VerifiedChains[0][0])
+			chain := state.VerifiedChains[0]
+			if err := refuseCAAsLeaf(chain[0]); err != nil {
+				return err
+			}
+			if s.crls != nil {
+				return s.crls.check(chain)
+			}
+			return nil
 		},
 	}
 }
@@ -291,6 +316,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return fmt.Errorf("server: configuring HTTP/2: %w", err)
 	}
 
+	if s.crls != nil {
+		s.crls.reload(s.log) // logs what is in force
+		err := watchFiles(ctx, s.log, []string{s.crls.path}, func() { s.crls.reload(s.log) })
+		if err != nil {
+			return fmt.Errorf("server: watching %s: %w", s.crls.path, err)
+		}
+	}
 	tlsListener := newHandshakeListener(ln, httpServer.TLSConfig, s.opts.handshakeTimeout, s.log)
 	s.health.SetStatus(echov1connect.EchoServiceName, grpchealth.StatusServing)
 	s.health.SetStatus("", grpchealth.StatusServing)

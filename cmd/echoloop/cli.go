@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/alecthomas/kong"
@@ -26,7 +27,13 @@ type commandLine struct {
 
 // commandVars are the values the help text interpolates.
 func commandVars() kong.Vars {
-	vars := kong.Vars{"default_url": client.DefaultURL, "side": "server or client"}
+	vars := kong.Vars{
+		"default_url":            client.DefaultURL,
+		"side":                   "server or client",
+		"default_ca_valid_for":   pki.DefaultCAValidity.String(),
+		"default_leaf_valid_for": pki.DefaultLeafValidity.String(),
+		"reasons":                strings.Join(pki.ReasonNames(), ", "),
+	}
 	for k, v := range serveVars() {
 		vars[k] = v
 	}

@@ -1,58 +1,323 @@
 package main
 
 import (
+	"crypto/x509"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"os"
+	"path/filepath"
 	"strings"
+	"text/tabwriter"
+	"time"
 
 	"github.com/echoloop/echoloop/pki"
 )
 
 type pkiCmd struct {
-	Init pkiInitCmd `cmd:"" help:"Write a development CA, a server and a client certificate into --certs."`
+	Init    pkiInitCmd    `cmd:"" help:"Write a development CA, a server and a client certificate into --certs."`
+	Issue   pkiIssueCmd   `cmd:"" help:"Issue a server or client certificate from the CA in --certs."`
+	Revoke  pkiRevokeCmd  `cmd:"" help:"Revoke a certificate: add it to the CA's revocation list (ca.crl)."`
+	Inspect pkiInspectCmd `cmd:"" help:"Show what certificates and revocation lists hold, and whether they chain to the CA."`
+}
+
+// keyTypeFlag is the --key-type flag shared by init and issue.
+type keyTypeFlag struct {
+	KeyType string `default:"ecdsa-p256" enum:"ecdsa-p256,ecdsa-p384,ed25519,rsa-2048,rsa-3072,rsa-4096" help:"Key type: ${enum}."`
 }
 
 type pkiInitCmd struct {
-	Certs   string   `default:"certs" help:"Directory to write ca.crt, ca.key, server.*, client.* into."`
-	SAN     []string `name:"san" placeholder:"NAME" help:"Extra subject alternative name for the server certificate (DNS name or IP); repeatable."`
-	Name    string   `default:"client" help:"Common name of the client certificate."`
-	KeyType string   `default:"ecdsa-p256" enum:"ecdsa-p256,ecdsa-p384,ed25519,rsa-2048,rsa-3072,rsa-4096" help:"Key type of every key made: ${enum}."`
-	Force   bool     `help:"Replace existing files."`
+	keyTypeFlag `embed:""`
+
+	Certs        string        `default:"certs" help:"Directory to write ca.crt, ca.key, server.*, client.* into."`
+	SAN          []string      `name:"san" placeholder:"NAME" help:"Extra subject alternative name for the server certificate; repeatable."`
+	Name         string        `default:"client" help:"Common name of the client certificate."`
+	Intermediate bool          `help:"Sign the leaves with an intermediate CA (intermediate.crt, .key) under the root."`
+	RootKeyOut   string        `placeholder:"FILE" help:"Write the root CA's key here instead of DIR/ca.key (keep it offline)."`
+	CAValidFor   time.Duration `name:"ca-valid-for" default:"${default_ca_valid_for}" help:"Validity of the CA certificates."`
+	ValidFor     time.Duration `default:"${default_leaf_valid_for}" help:"Validity of the server and client certificates."`
+	Force        bool          `help:"Replace existing files."`
 }
 
 func (c *pkiInitCmd) Run(out *output) error {
 	result, err := pki.Init(pki.InitConfig{
-		Dir:        c.Certs,
-		ServerSANs: c.SAN,
-		ClientName: c.Name,
-		KeyType:    pki.KeyType(c.KeyType),
-		Force:      c.Force,
+		Dir:          c.Certs,
+		ServerSANs:   c.SAN,
+		ClientName:   c.Name,
+		KeyType:      pki.KeyType(c.KeyType),
+		Intermediate: c.Intermediate,
+		RootKeyPath:  c.RootKeyOut,
+		CAValidFor:   c.CAValidFor,
+		LeafValidFor: c.ValidFor,
+		Force:        c.Force,
 	})
 	if err != nil {
 		return err
 	}
 
-	for _, path := range result.Files {
+	printWritten(out.out, result.Files)
+	fmt.Fprintf(out.out, "\nserver certificate covers: %s\n", strings.Join(sanList(result.Server.Certificate), ", "))
+	fmt.Fprintf(out.out, "client certificate: CN=%s, sha256 %s\n",
+		result.Client.Certificate.Subject.CommonName, pki.Fingerprint(result.Client.Certificate))
+	rootKey := c.RootKeyOut
+	if rootKey == "" {
+		rootKey = filepath.Join(c.Certs, pki.CAKeyFile)
+	}
+	if c.Intermediate {
+		fmt.Fprintf(out.out, "the intermediate's key %s signs new certificates; the root key %s "+
+			"is needed only for a new intermediate: keep both private\n",
+			filepath.Join(c.Certs, pki.IntermediateKeyFile), rootKey)
+	} else {
+		fmt.Fprintf(out.out, "the CA key %s signs new certificates: keep it private\n", rootKey)
+	}
+	fmt.Fprintf(out.out, "\nnext: echoloop serve --certs %s   and   echoloop call --certs %s --protocol all\n",
+		c.Certs, c.Certs)
+	return nil
+}
+
+func printWritten(w io.Writer, paths []string) {
+	for _, path := range paths {
 		mode := "?"
 		if info, err := os.Stat(path); err == nil {
 			mode = fmt.Sprintf("%04o", info.Mode().Perm())
 		}
-		fmt.Fprintf(out.out, "wrote %s (%s)\n", path, mode)
+		fmt.Fprintf(w, "wrote %s (%s)\n", path, mode)
 	}
-	server := result.Server.Certificate
-	names := append([]string{}, server.DNSNames...)
-	for _, ip := range server.IPAddresses {
+}
+
+// sanList names every subject alternative name of a certificate.
+func sanList(cert *x509.Certificate) []string {
+	names := append([]string{}, cert.DNSNames...)
+	for _, ip := range cert.IPAddresses {
 		names = append(names, ip.String())
 	}
-	for _, u := range server.URIs {
+	for _, u := range cert.URIs {
 		names = append(names, u.String())
 	}
-	names = append(names, server.EmailAddresses...)
-	fmt.Fprintf(out.out, "\nserver certificate covers: %s\n", strings.Join(names, ", "))
-	fmt.Fprintf(out.out, "client certificate: CN=%s, sha256 %s\n",
-		result.Client.Certificate.Subject.CommonName, pki.Fingerprint(result.Client.Certificate))
-	fmt.Fprintf(out.out, "the CA key %s/%s signs new certificates: keep it private\n", c.Certs, pki.CAKeyFile)
-	fmt.Fprintf(out.out, "\nnext: echoloop serve --certs %s   and   echoloop call --certs %s --protocol all\n",
-		c.Certs, c.Certs)
+	return append(names, cert.EmailAddresses...)
+}
+
+type pkiIssueCmd struct {
+	keyTypeFlag `embed:""`
+
+	Kind      string        `arg:"" enum:"server,client" help:"What the certificate is for: server or client."`
+	Name      string        `arg:"" help:"File name (NAME.crt, NAME.key); also the client's common name, or the server's DNS name when no --san is given."`
+	Certs     string        `default:"certs" help:"Directory of the CA, and where the files go."`
+	CAKey     string        `name:"ca-key" placeholder:"FILE" help:"The root CA's key, when it is not DIR/ca.key (ignored with an intermediate)."`
+	SAN       []string      `name:"san" placeholder:"VALUE" help:"Subject alternative name: DNS name, IP, URI or e-mail, read from its form; repeatable."`
+	SpiffeID  string        `name:"spiffe-id" placeholder:"URI" help:"SPIFFE ID to carry as a URI SAN (spiffe://trust-domain/path)."`
+	ValidFor  time.Duration `default:"${default_leaf_valid_for}" help:"Validity, counted from --not-before."`
+	NotBefore string        `placeholder:"TIME" help:"Start of validity: RFC 3339 time, or a duration from now such as -48h (default: 5 minutes ago)."`
+	Force     bool          `help:"Replace existing files."`
+}
+
+func (c *pkiIssueCmd) Validate() error {
+	if c.SpiffeID != "" && !strings.HasPrefix(c.SpiffeID, "spiffe://") {
+		return fmt.Errorf("--spiffe-id %q must start with spiffe://", c.SpiffeID)
+	}
+	if c.ValidFor <= 0 {
+		return fmt.Errorf("--valid-for must be positive, got %s", c.ValidFor)
+	}
+	if c.NotBefore != "" {
+		if _, err := parseWhen(c.NotBefore, time.Now()); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// parseWhen reads a moment as RFC 3339 or as a duration from now.
+func parseWhen(value string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339, value); err == nil {
+		return t, nil
+	}
+	if d, err := time.ParseDuration(value); err == nil {
+		return now.Add(d), nil
+	}
+	return time.Time{}, fmt.Errorf("--not-before %q is neither an RFC 3339 time (2026-01-02T15:04:05Z) "+
+		"nor a duration from now (-48h)", value)
+}
+
+func (c *pkiIssueCmd) Run(out *output) error {
+	opts := []pki.Option{pki.WithKeyType(pki.KeyType(c.KeyType))}
+	if c.NotBefore != "" {
+		start, _ := parseWhen(c.NotBefore, time.Now()) // checked in Validate
+		opts = append(opts, pki.WithValidity(start, start.Add(c.ValidFor)))
+	} else {
+		opts = append(opts, pki.WithValidFor(c.ValidFor))
+	}
+	sans := append([]string{}, c.SAN...)
+	if c.SpiffeID != "" {
+		sans = append(sans, c.SpiffeID)
+	}
+
+	issued, paths, err := pki.IssueFiles(c.Certs, c.CAKey, pki.Usage(c.Kind), c.Name, sans, c.Force, opts...)
+	if err != nil {
+		return err
+	}
+	printWritten(out.out, paths)
+	cert := issued.Certificate
+	fmt.Fprintf(out.out, "\n%s certificate %s, serial %s, sha256 %s\n", c.Kind, cert.Subject,
+		pki.SerialHex(cert), pki.Fingerprint(cert))
+	if names := sanList(cert); len(names) > 0 {
+		fmt.Fprintf(out.out, "covers: %s\n", strings.Join(names, ", "))
+	}
+	fmt.Fprintf(out.out, "valid %s to %s\n", cert.NotBefore.UTC().Format(time.RFC3339),
+		cert.NotAfter.UTC().Format(time.RFC3339))
+	return nil
+}
+
+type pkiRevokeCmd struct {
+	Target string `arg:"" help:"Certificate file to revoke, or its serial number in hex."`
+	Certs  string `default:"certs" help:"Directory of the CA and its revocation list."`
+	CAKey  string `name:"ca-key" placeholder:"FILE" help:"The root CA's key, when it is not DIR/ca.key (ignored with an intermediate)."`
+	Reason string `default:"unspecified" help:"Why: ${reasons}."`
+}
+
+func (c *pkiRevokeCmd) Run(out *output) error {
+	serial, crlPath, err := pki.Revoke(c.Certs, c.CAKey, c.Target, c.Reason)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out.out, "revoked serial %s (%s); %s is re-signed\n", serial.Text(16), c.Reason, crlPath)
+	fmt.Fprintf(out.out, "a server started with --crl %s refuses it from now on, without a restart\n", crlPath)
+	return nil
+}
+
+type pkiInspectCmd struct {
+	Files []string `arg:"" help:"Certificate or revocation list files (PEM)."`
+	Certs string   `default:"certs" help:"Directory whose ca.crt (and intermediate.crt) certificates are checked against."`
+	JSON  bool     `name:"json" help:"Print one JSON object per certificate or list, one per line."`
+}
+
+// crlInspection is what inspect shows of a revocation list.
+type crlInspection struct {
+	File       string    `json:"file"`
+	Kind       string    `json:"kind"`
+	Issuer     string    `json:"issuer"`
+	Number     string    `json:"number"`
+	ThisUpdate time.Time `json:"thisUpdate"`
+	NextUpdate time.Time `json:"nextUpdate"`
+	Revoked    []string  `json:"revokedSerials"`
+}
+
+func (c *pkiInspectCmd) Run(out *output) error {
+	roots, caFile, intermediates := c.trustAnchors()
+	var problems []string
+	for _, file := range c.Files {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return fmt.Errorf("reading %s: %w", file, err)
+		}
+		if strings.Contains(string(data), "-----BEGIN X509 CRL-----") {
+			crls, err := pki.ParseCRLs(file, data)
+			if err != nil {
+				return err
+			}
+			for _, crl := range crls {
+				c.printCRL(out.out, inspectCRL(file, crl))
+			}
+			continue
+		}
+
+		certs, err := pki.ParseCertificates(file, data)
+		if err != nil {
+			return err
+		}
+		for i, cert := range certs {
+			in := pki.Inspect(cert, time.Now())
+			in.File, in.Index = file, i+1
+			if roots != nil {
+				in.CheckChain(cert, append(append([]*x509.Certificate{}, certs[i+1:]...), intermediates...),
+					roots, caFile)
+			}
+			if in.Expired || in.NotYetValid {
+				problems = append(problems, fmt.Sprintf("%s: %s (%s)", file, in.Subject, in.TimeLeft))
+			}
+			c.printCertificate(out.out, in)
+		}
+	}
+	if len(problems) > 0 {
+		return errors.New("outside its validity: " + strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// trustAnchors reads DIR/ca.crt, when there is one, to check chains against.
+func (c *pkiInspectCmd) trustAnchors() (*x509.CertPool, string, []*x509.Certificate) {
+	caFile := filepath.Join(c.Certs, pki.CACertFile)
+	roots, _, err := pki.LoadCertPool(caFile)
+	if err != nil {
+		return nil, "", nil
+	}
+	intermediates, _ := pki.LoadCertificates(filepath.Join(c.Certs, pki.IntermediateCertFile))
+	return roots, caFile, intermediates
+}
+
+func inspectCRL(file string, crl *x509.RevocationList) crlInspection {
+	in := crlInspection{File: file, Kind: "crl", Issuer: crl.Issuer.String(),
+		ThisUpdate: crl.ThisUpdate.UTC(), NextUpdate: crl.NextUpdate.UTC(), Revoked: []string{}}
+	if crl.Number != nil {
+		in.Number = crl.Number.String()
+	}
+	for _, e := range crl.RevokedCertificateEntries {
+		in.Revoked = append(in.Revoked, e.SerialNumber.Text(16))
+	}
+	return in
+}
+
+func (c *pkiInspectCmd) printCRL(w io.Writer, in crlInspection) {
+	if c.JSON {
+		line, _ := json.Marshal(in)
+		fmt.Fprintln(w, string(line))
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "%s\trevocation list\n", in.File)
+	fmt.Fprintf(tw, "  issuer\t%s\n", in.Issuer)
+	fmt.Fprintf(tw, "  number\t%s\n", in.Number)
+	fmt.Fprintf(tw, "  this update\t%s\n", in.ThisUpdate.Format(time.RFC3339))
+	fmt.Fprintf(tw, "  next update\t%s\n", in.NextUpdate.Format(time.RFC3339))
+	fmt.Fprintf(tw, "  revoked serials\t%s\n", printable(strings.Join(in.Revoked, ", ")))
+	tw.Flush()
+	fmt.Fprintln(w)
+}
+
+func (c *pkiInspectCmd) printCertificate(w io.Writer, in pki.Inspection) {
+	if c.JSON {
+		line, _ := json.Marshal(in)
+		fmt.Fprintln(w, string(line))
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "%s\tcertificate %d\n", in.File, in.Index)
+	rows := [][2]string{
+		{"subject", in.Subject},
+		{"issuer", in.Issuer},
+		{"serial number", in.SerialNumber},
+		{"sha256 fingerprint", in.SHA256},
+		{"validity", fmt.Sprintf("%s to %s (%s)", in.NotBefore.Format(time.RFC3339),
+			in.NotAfter.Format(time.RFC3339), in.TimeLeft)},
+		{"key", in.Key},
+		{"CA", fmt.Sprint(in.IsCA)},
+		{"key usage", strings.Join(in.KeyUsage, ", ")},
+		{"extended key usage", strings.Join(in.ExtKeyUsage, ", ")},
+		{"dns names", strings.Join(in.DNSNames, ", ")},
+		{"ip addresses", strings.Join(in.IPAddresses, ", ")},
+		{"uris", strings.Join(in.URIs, ", ")},
+		{"email addresses", strings.Join(in.EmailAddresses, ", ")},
+	}
+	if in.ChainsTo != "" {
+		verdict := "yes"
+		if !in.Chains {
+			verdict = "no: " + in.ChainError
+		}
+		rows = append(rows, [2]string{"chains to " + in.ChainsTo, verdict})
+	}
+	for _, row := range rows {
+		fmt.Fprintf(tw, "  %s\t%s\n", row[0], printable(row[1]))
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
 }

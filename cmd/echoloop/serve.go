@@ -25,6 +25,7 @@ type serveCmd struct {
 	IdleTimeout       time.Duration `default:"${default_idle}" help:"Close connections idle for this long."`
 	HandshakeTimeout  time.Duration `default:"${default_handshake}" help:"Time a client has to finish the TLS handshake."`
 	DrainTimeout      time.Duration `default:"${default_drain}" help:"On SIGINT or SIGTERM, time calls in flight have to finish."`
+	CRL               string        `name:"crl" placeholder:"FILE" help:"Refuse client certificates this revocation list (PEM) names; re-read when it changes."`
 	AllowCN           []string      `name:"allow-cn" placeholder:"NAME" help:"Allow clients with this subject common name; repeatable."`
 	AllowDNS          []string      `name:"allow-dns" placeholder:"NAME" help:"Allow clients with this DNS SAN (*.example.org for one label); repeatable."`
 	AllowURI          []string      `name:"allow-uri" placeholder:"URI" help:"Allow clients with this URI SAN (spiffe://domain/* for a trust domain); repeatable."`
@@ -64,6 +65,7 @@ func (c *serveCmd) Run(ctx context.Context, out *output) error {
 		server.WithIdleTimeout(c.IdleTimeout),
 		server.WithHandshakeTimeout(c.HandshakeTimeout),
 		server.WithDrainTimeout(c.DrainTimeout),
+		server.WithCRLFile(c.CRL),
 		server.WithPolicy(server.Policy{
 			CommonNames:         c.AllowCN,
 			DNSNames:            c.AllowDNS,
