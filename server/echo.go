@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"mime"
 	"net/http"
+	"time"
 
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
@@ -15,6 +17,10 @@ import (
 	"google.golang.org/genproto/googleapis/api/annotations"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protodesc"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/descriptorpb"
 
 	echov1 "github.com/echoloop/echoloop/gen/echo/v1"
 	"github.com/echoloop/echoloop/gen/echo/v1/echov1connect"
@@ -35,6 +41,14 @@ const (
 	ProtocolHTTP    = "http"
 )
 
+// Bounds on what a caller may ask of the streaming and delayed calls, so
+// that no single request can hold the server for long.
+const (
+	maxDelay          = 30 * time.Second
+	maxStreamCount    = 10000
+	maxStreamInterval = time.Minute
+)
+
 // echoService answers Echo with what the server verified of the caller.
 type echoService struct{}
 
@@ -44,6 +58,87 @@ func (echoService) Echo(
 	ctx context.Context,
 	req *connect.Request[echov1.EchoRequest],
 ) (*connect.Response[echov1.EchoResponse], error) {
+	delay := req.Msg.GetDelay().AsDuration()
+	if err := req.Msg.GetDelay().CheckValid(); req.Msg.GetDelay() != nil && (err != nil || delay < 0 || delay > maxDelay) {
+		return nil, connect.NewError(connect.CodeInvalidArgument,
+			fmt.Errorf("delay must be between 0 and %s", maxDelay))
+	}
+	if delay > 0 {
+		if err := sleep(ctx, delay); err != nil {
+			return nil, err
+		}
+	}
+	answer, err := echoOf(ctx, req.Msg.GetMessage(), req.Peer().Protocol)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(answer), nil
+}
+
+func (echoService) EchoStream(
+	ctx context.Context,
+	req *connect.Request[echov1.EchoStreamRequest],
+	stream *connect.ServerStream[echov1.EchoStreamResponse],
+) error {
+	count := req.Msg.GetCount()
+	if count == 0 {
+		count = 1
+	}
+	interval := req.Msg.GetInterval().AsDuration()
+	switch {
+	case count > maxStreamCount:
+		return connect.NewError(connect.CodeInvalidArgument,
+			fmt.Errorf("count %d is over the limit of %d", count, maxStreamCount))
+	case req.Msg.GetInterval().CheckValid() != nil && req.Msg.GetInterval() != nil,
+		interval < 0, interval > maxStreamInterval:
+		return connect.NewError(connect.CodeInvalidArgument,
+			fmt.Errorf("interval must be between 0 and %s", maxStreamInterval))
+	}
+
+	for i := uint32(1); i <= count; i++ {
+		if i > 1 && interval > 0 {
+			if err := sleep(ctx, interval); err != nil {
+				return err
+			}
+		}
+		// Built afresh for every message: the echo reports the connection
+		// as it is at that moment, identity included.
+		answer, err := echoOf(ctx, req.Msg.GetMessage(), req.Peer().Protocol)
+		if err != nil {
+			return err
+		}
+		if err := stream.Send(&echov1.EchoStreamResponse{Index: i, Echo: answer}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (echoService) EchoChat(
+	ctx context.Context,
+	stream *connect.BidiStream[echov1.EchoChatRequest, echov1.EchoChatResponse],
+) error {
+	for i := uint32(1); ; i++ {
+		msg, err := stream.Receive()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		answer, err := echoOf(ctx, msg.GetMessage(), stream.Peer().Protocol)
+		if err != nil {
+			return err
+		}
+		if err := stream.Send(&echov1.EchoChatResponse{Index: i, Echo: answer}); err != nil {
+			return err
+		}
+	}
+}
+
+// echoOf is the answer to one message: the message, the verified identity
+// of the connection and the facts of the transport.
+func echoOf(ctx context.Context, message, connectProtocol string) (*echov1.EchoResponse, error) {
 	conn := connInfoFrom(ctx)
 	if conn == nil || conn.peer == nil {
 		// The listener requires a verified client certificate, so this is
@@ -51,13 +146,12 @@ func (echoService) Echo(
 		return nil, connect.NewError(connect.CodeUnauthenticated,
 			errors.New("no verified client certificate on this connection"))
 	}
-
 	request := requestInfoFrom(ctx)
-	return connect.NewResponse(&echov1.EchoResponse{
-		Message: req.Msg.GetMessage(),
+	return &echov1.EchoResponse{
+		Message: message,
 		Peer:    conn.peer,
 		Connection: &echov1.Connection{
-			Protocol:    protocolName(req.Peer().Protocol, request.protocol),
+			Protocol:    protocolName(connectProtocol, request.protocol),
 			HttpVersion: request.httpVersion,
 			TlsVersion:  conn.tlsVersion,
 			CipherSuite: conn.cipherSuite,
@@ -65,7 +159,20 @@ func (echoService) Echo(
 			ServerName:  conn.serverName,
 			Resumed:     conn.resumed,
 		},
-	}), nil
+	}, nil
+}
+
+// sleep waits for d or until the call ends, and reports why it ended early
+// in the code a client expects: deadline_exceeded or canceled.
+func sleep(ctx context.Context, d time.Duration) error {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return nil
+	case <-ctx.Done():
+		return connect.NewError(connect.CodeOf(ctx.Err()), ctx.Err())
+	}
 }
 
 // protocolName is the protocol the request arrived with, as the server's
@@ -108,8 +215,12 @@ func (s *Server) routes() (http.Handler, error) {
 	// annotation in the schema, so the wire contract stays one small file.
 	// vanguard turns the JSON POST into a Connect call to the very same
 	// handler, so the interceptors and limits are the RPC ones.
+	schema, err := unaryEchoSchema()
+	if err != nil {
+		return nil, fmt.Errorf("server: configuring the plain HTTP route: %w", err)
+	}
 	transcoder, err := vanguard.NewTranscoder(
-		[]*vanguard.Service{vanguard.NewService(echoPath, echoHandler)},
+		[]*vanguard.Service{vanguard.NewServiceWithSchema(schema, echoHandler)},
 		vanguard.WithRules(&annotations.HttpRule{
 			Selector: echov1connect.EchoServiceName + ".Echo",
 			Pattern:  &annotations.HttpRule_Post{Post: PlainHTTPPath},
@@ -175,6 +286,32 @@ func writeStatus(w http.ResponseWriter, httpStatus int, code connect.Code, messa
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(httpStatus)
 	_, _ = w.Write(body)
+}
+
+// unaryEchoSchema is EchoService with only its Echo method, for the
+// transcoder. vanguard applies a rule's selector as a prefix, so the rule
+// for echo.v1.EchoService.Echo would also claim EchoStream and EchoChat,
+// and the same route for three methods is refused. A schema without them
+// keeps the rule to Echo; the streams are served by the RPC route alone.
+func unaryEchoSchema() (protoreflect.ServiceDescriptor, error) {
+	file := protodesc.ToFileDescriptorProto(echov1.File_echo_v1_echo_proto)
+	for _, svc := range file.GetService() {
+		if svc.GetName() != "EchoService" {
+			continue
+		}
+		var unary []*descriptorpb.MethodDescriptorProto
+		for _, m := range svc.GetMethod() {
+			if m.GetName() == "Echo" {
+				unary = append(unary, m)
+			}
+		}
+		svc.Method = unary
+	}
+	fd, err := protodesc.NewFile(file, protoregistry.GlobalFiles)
+	if err != nil {
+		return nil, fmt.Errorf("building the Echo-only schema: %w", err)
+	}
+	return fd.Services().ByName("EchoService"), nil
 }
 
 // strictJSON is Echo's JSON codec; see routes for why it differs from

@@ -13,6 +13,7 @@ package echov1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -30,7 +31,10 @@ const (
 type EchoRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// message is returned unchanged in EchoResponse.message.
-	Message       string `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	Message string `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	// delay makes the server wait this long before it answers, at most 30
+	// seconds: a way to watch deadlines and graceful shutdown at work.
+	Delay         *durationpb.Duration `protobuf:"bytes,2,opt,name=delay,proto3" json:"delay,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -72,6 +76,233 @@ func (x *EchoRequest) GetMessage() string {
 	return ""
 }
 
+func (x *EchoRequest) GetDelay() *durationpb.Duration {
+	if x != nil {
+		return x.Delay
+	}
+	return nil
+}
+
+// EchoStreamRequest asks for a stream of echoes.
+type EchoStreamRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// message is returned unchanged in every echo.
+	Message string `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	// count is how many echoes to send, 1 to 10000; 0 means 1.
+	Count uint32 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	// interval is the pause before each echo after the first, at most one minute.
+	Interval      *durationpb.Duration `protobuf:"bytes,3,opt,name=interval,proto3" json:"interval,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EchoStreamRequest) Reset() {
+	*x = EchoStreamRequest{}
+	mi := &file_echo_v1_echo_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EchoStreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EchoStreamRequest) ProtoMessage() {}
+
+func (x *EchoStreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_echo_v1_echo_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EchoStreamRequest.ProtoReflect.Descriptor instead.
+func (*EchoStreamRequest) Descriptor() ([]byte, []int) {
+	return file_echo_v1_echo_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *EchoStreamRequest) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *EchoStreamRequest) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *EchoStreamRequest) GetInterval() *durationpb.Duration {
+	if x != nil {
+		return x.Interval
+	}
+	return nil
+}
+
+// EchoStreamResponse is one echo of a stream.
+type EchoStreamResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// index counts the echoes of the stream from 1.
+	Index uint32 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	// echo is what a unary Echo would have answered.
+	Echo          *EchoResponse `protobuf:"bytes,2,opt,name=echo,proto3" json:"echo,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EchoStreamResponse) Reset() {
+	*x = EchoStreamResponse{}
+	mi := &file_echo_v1_echo_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EchoStreamResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EchoStreamResponse) ProtoMessage() {}
+
+func (x *EchoStreamResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_echo_v1_echo_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EchoStreamResponse.ProtoReflect.Descriptor instead.
+func (*EchoStreamResponse) Descriptor() ([]byte, []int) {
+	return file_echo_v1_echo_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *EchoStreamResponse) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *EchoStreamResponse) GetEcho() *EchoResponse {
+	if x != nil {
+		return x.Echo
+	}
+	return nil
+}
+
+// EchoChatRequest is one message of a chat.
+type EchoChatRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// message is returned unchanged in the matching EchoChatResponse.
+	Message       string `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EchoChatRequest) Reset() {
+	*x = EchoChatRequest{}
+	mi := &file_echo_v1_echo_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EchoChatRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EchoChatRequest) ProtoMessage() {}
+
+func (x *EchoChatRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_echo_v1_echo_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EchoChatRequest.ProtoReflect.Descriptor instead.
+func (*EchoChatRequest) Descriptor() ([]byte, []int) {
+	return file_echo_v1_echo_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *EchoChatRequest) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+// EchoChatResponse is the echo of one chat message.
+type EchoChatResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// index counts the client's messages from 1.
+	Index uint32 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	// echo is what a unary Echo would have answered.
+	Echo          *EchoResponse `protobuf:"bytes,2,opt,name=echo,proto3" json:"echo,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EchoChatResponse) Reset() {
+	*x = EchoChatResponse{}
+	mi := &file_echo_v1_echo_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EchoChatResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EchoChatResponse) ProtoMessage() {}
+
+func (x *EchoChatResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_echo_v1_echo_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EchoChatResponse.ProtoReflect.Descriptor instead.
+func (*EchoChatResponse) Descriptor() ([]byte, []int) {
+	return file_echo_v1_echo_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *EchoChatResponse) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *EchoChatResponse) GetEcho() *EchoResponse {
+	if x != nil {
+		return x.Echo
+	}
+	return nil
+}
+
 // EchoResponse is what the server saw of one call.
 type EchoResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -87,7 +318,7 @@ type EchoResponse struct {
 
 func (x *EchoResponse) Reset() {
 	*x = EchoResponse{}
-	mi := &file_echo_v1_echo_proto_msgTypes[1]
+	mi := &file_echo_v1_echo_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -99,7 +330,7 @@ func (x *EchoResponse) String() string {
 func (*EchoResponse) ProtoMessage() {}
 
 func (x *EchoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_echo_v1_echo_proto_msgTypes[1]
+	mi := &file_echo_v1_echo_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -112,7 +343,7 @@ func (x *EchoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EchoResponse.ProtoReflect.Descriptor instead.
 func (*EchoResponse) Descriptor() ([]byte, []int) {
-	return file_echo_v1_echo_proto_rawDescGZIP(), []int{1}
+	return file_echo_v1_echo_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *EchoResponse) GetMessage() string {
@@ -170,7 +401,7 @@ type Peer struct {
 
 func (x *Peer) Reset() {
 	*x = Peer{}
-	mi := &file_echo_v1_echo_proto_msgTypes[2]
+	mi := &file_echo_v1_echo_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -182,7 +413,7 @@ func (x *Peer) String() string {
 func (*Peer) ProtoMessage() {}
 
 func (x *Peer) ProtoReflect() protoreflect.Message {
-	mi := &file_echo_v1_echo_proto_msgTypes[2]
+	mi := &file_echo_v1_echo_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -195,7 +426,7 @@ func (x *Peer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Peer.ProtoReflect.Descriptor instead.
 func (*Peer) Descriptor() ([]byte, []int) {
-	return file_echo_v1_echo_proto_rawDescGZIP(), []int{2}
+	return file_echo_v1_echo_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Peer) GetCommonName() string {
@@ -305,7 +536,7 @@ type Connection struct {
 
 func (x *Connection) Reset() {
 	*x = Connection{}
-	mi := &file_echo_v1_echo_proto_msgTypes[3]
+	mi := &file_echo_v1_echo_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -317,7 +548,7 @@ func (x *Connection) String() string {
 func (*Connection) ProtoMessage() {}
 
 func (x *Connection) ProtoReflect() protoreflect.Message {
-	mi := &file_echo_v1_echo_proto_msgTypes[3]
+	mi := &file_echo_v1_echo_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -330,7 +561,7 @@ func (x *Connection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Connection.ProtoReflect.Descriptor instead.
 func (*Connection) Descriptor() ([]byte, []int) {
-	return file_echo_v1_echo_proto_rawDescGZIP(), []int{3}
+	return file_echo_v1_echo_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Connection) GetProtocol() string {
@@ -386,9 +617,22 @@ var File_echo_v1_echo_proto protoreflect.FileDescriptor
 
 const file_echo_v1_echo_proto_rawDesc = "" +
 	"\n" +
-	"\x12echo/v1/echo.proto\x12\aecho.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"'\n" +
+	"\x12echo/v1/echo.proto\x12\aecho.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"X\n" +
 	"\vEchoRequest\x12\x18\n" +
-	"\amessage\x18\x01 \x01(\tR\amessage\"\x80\x01\n" +
+	"\amessage\x18\x01 \x01(\tR\amessage\x12/\n" +
+	"\x05delay\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05delay\"z\n" +
+	"\x11EchoStreamRequest\x12\x18\n" +
+	"\amessage\x18\x01 \x01(\tR\amessage\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\rR\x05count\x125\n" +
+	"\binterval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\binterval\"U\n" +
+	"\x12EchoStreamResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\rR\x05index\x12)\n" +
+	"\x04echo\x18\x02 \x01(\v2\x15.echo.v1.EchoResponseR\x04echo\"+\n" +
+	"\x0fEchoChatRequest\x12\x18\n" +
+	"\amessage\x18\x01 \x01(\tR\amessage\"S\n" +
+	"\x10EchoChatResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\rR\x05index\x12)\n" +
+	"\x04echo\x18\x02 \x01(\v2\x15.echo.v1.EchoResponseR\x04echo\"\x80\x01\n" +
 	"\fEchoResponse\x12\x18\n" +
 	"\amessage\x18\x01 \x01(\tR\amessage\x12!\n" +
 	"\x04peer\x18\x02 \x01(\v2\r.echo.v1.PeerR\x04peer\x123\n" +
@@ -421,9 +665,12 @@ const file_echo_v1_echo_proto_rawDesc = "" +
 	"\x04alpn\x18\x05 \x01(\tR\x04alpn\x12\x1f\n" +
 	"\vserver_name\x18\x06 \x01(\tR\n" +
 	"serverName\x12\x18\n" +
-	"\aresumed\x18\a \x01(\bR\aresumed2D\n" +
+	"\aresumed\x18\a \x01(\bR\aresumed2\xd6\x01\n" +
 	"\vEchoService\x125\n" +
-	"\x04Echo\x12\x14.echo.v1.EchoRequest\x1a\x15.echo.v1.EchoResponse\"\x00B1Z/github.com/echoloop/echoloop/gen/echo/v1;echov1b\x06proto3"
+	"\x04Echo\x12\x14.echo.v1.EchoRequest\x1a\x15.echo.v1.EchoResponse\"\x00\x12I\n" +
+	"\n" +
+	"EchoStream\x12\x1a.echo.v1.EchoStreamRequest\x1a\x1b.echo.v1.EchoStreamResponse\"\x000\x01\x12E\n" +
+	"\bEchoChat\x12\x18.echo.v1.EchoChatRequest\x1a\x19.echo.v1.EchoChatResponse\"\x00(\x010\x01B1Z/github.com/echoloop/echoloop/gen/echo/v1;echov1b\x06proto3"
 
 var (
 	file_echo_v1_echo_proto_rawDescOnce sync.Once
@@ -437,26 +684,39 @@ func file_echo_v1_echo_proto_rawDescGZIP() []byte {
 	return file_echo_v1_echo_proto_rawDescData
 }
 
-var file_echo_v1_echo_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_echo_v1_echo_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_echo_v1_echo_proto_goTypes = []any{
 	(*EchoRequest)(nil),           // 0: echo.v1.EchoRequest
-	(*EchoResponse)(nil),          // 1: echo.v1.EchoResponse
-	(*Peer)(nil),                  // 2: echo.v1.Peer
-	(*Connection)(nil),            // 3: echo.v1.Connection
-	(*timestamppb.Timestamp)(nil), // 4: google.protobuf.Timestamp
+	(*EchoStreamRequest)(nil),     // 1: echo.v1.EchoStreamRequest
+	(*EchoStreamResponse)(nil),    // 2: echo.v1.EchoStreamResponse
+	(*EchoChatRequest)(nil),       // 3: echo.v1.EchoChatRequest
+	(*EchoChatResponse)(nil),      // 4: echo.v1.EchoChatResponse
+	(*EchoResponse)(nil),          // 5: echo.v1.EchoResponse
+	(*Peer)(nil),                  // 6: echo.v1.Peer
+	(*Connection)(nil),            // 7: echo.v1.Connection
+	(*durationpb.Duration)(nil),   // 8: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
 }
 var file_echo_v1_echo_proto_depIdxs = []int32{
-	2, // 0: echo.v1.EchoResponse.peer:type_name -> echo.v1.Peer
-	3, // 1: echo.v1.EchoResponse.connection:type_name -> echo.v1.Connection
-	4, // 2: echo.v1.Peer.not_before:type_name -> google.protobuf.Timestamp
-	4, // 3: echo.v1.Peer.not_after:type_name -> google.protobuf.Timestamp
-	0, // 4: echo.v1.EchoService.Echo:input_type -> echo.v1.EchoRequest
-	1, // 5: echo.v1.EchoService.Echo:output_type -> echo.v1.EchoResponse
-	5, // [5:6] is the sub-list for method output_type
-	4, // [4:5] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	8,  // 0: echo.v1.EchoRequest.delay:type_name -> google.protobuf.Duration
+	8,  // 1: echo.v1.EchoStreamRequest.interval:type_name -> google.protobuf.Duration
+	5,  // 2: echo.v1.EchoStreamResponse.echo:type_name -> echo.v1.EchoResponse
+	5,  // 3: echo.v1.EchoChatResponse.echo:type_name -> echo.v1.EchoResponse
+	6,  // 4: echo.v1.EchoResponse.peer:type_name -> echo.v1.Peer
+	7,  // 5: echo.v1.EchoResponse.connection:type_name -> echo.v1.Connection
+	9,  // 6: echo.v1.Peer.not_before:type_name -> google.protobuf.Timestamp
+	9,  // 7: echo.v1.Peer.not_after:type_name -> google.protobuf.Timestamp
+	0,  // 8: echo.v1.EchoService.Echo:input_type -> echo.v1.EchoRequest
+	1,  // 9: echo.v1.EchoService.EchoStream:input_type -> echo.v1.EchoStreamRequest
+	3,  // 10: echo.v1.EchoService.EchoChat:input_type -> echo.v1.EchoChatRequest
+	5,  // 11: echo.v1.EchoService.Echo:output_type -> echo.v1.EchoResponse
+	2,  // 12: echo.v1.EchoService.EchoStream:output_type -> echo.v1.EchoStreamResponse
+	4,  // 13: echo.v1.EchoService.EchoChat:output_type -> echo.v1.EchoChatResponse
+	11, // [11:14] is the sub-list for method output_type
+	8,  // [8:11] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_echo_v1_echo_proto_init() }
@@ -470,7 +730,7 @@ func file_echo_v1_echo_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_echo_v1_echo_proto_rawDesc), len(file_echo_v1_echo_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

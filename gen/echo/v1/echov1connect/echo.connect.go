@@ -38,6 +38,10 @@ const (
 const (
 	// EchoServiceEchoProcedure is the fully-qualified name of the EchoService's Echo RPC.
 	EchoServiceEchoProcedure = "/echo.v1.EchoService/Echo"
+	// EchoServiceEchoStreamProcedure is the fully-qualified name of the EchoService's EchoStream RPC.
+	EchoServiceEchoStreamProcedure = "/echo.v1.EchoService/EchoStream"
+	// EchoServiceEchoChatProcedure is the fully-qualified name of the EchoService's EchoChat RPC.
+	EchoServiceEchoChatProcedure = "/echo.v1.EchoService/EchoChat"
 )
 
 // EchoServiceClient is a client for the echo.v1.EchoService service.
@@ -45,6 +49,12 @@ type EchoServiceClient interface {
 	// Echo returns the request's message unchanged, the client certificate as the
 	// server verified it, and the facts of the connection that carried the call.
 	Echo(context.Context, *connect.Request[v1.EchoRequest]) (*connect.Response[v1.EchoResponse], error)
+	// EchoStream answers one request with `count` echoes, `interval` apart.
+	// Every echo carries the same peer as a unary call on that connection.
+	EchoStream(context.Context, *connect.Request[v1.EchoStreamRequest]) (*connect.ServerStreamForClient[v1.EchoStreamResponse], error)
+	// EchoChat answers each message the client sends with its echo, until
+	// the client closes its side. It needs HTTP/2.
+	EchoChat(context.Context) *connect.BidiStreamForClient[v1.EchoChatRequest, v1.EchoChatResponse]
 }
 
 // NewEchoServiceClient constructs a client for the echo.v1.EchoService service. By default, it uses
@@ -64,12 +74,26 @@ func NewEchoServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(echoServiceMethods.ByName("Echo")),
 			connect.WithClientOptions(opts...),
 		),
+		echoStream: connect.NewClient[v1.EchoStreamRequest, v1.EchoStreamResponse](
+			httpClient,
+			baseURL+EchoServiceEchoStreamProcedure,
+			connect.WithSchema(echoServiceMethods.ByName("EchoStream")),
+			connect.WithClientOptions(opts...),
+		),
+		echoChat: connect.NewClient[v1.EchoChatRequest, v1.EchoChatResponse](
+			httpClient,
+			baseURL+EchoServiceEchoChatProcedure,
+			connect.WithSchema(echoServiceMethods.ByName("EchoChat")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // echoServiceClient implements EchoServiceClient.
 type echoServiceClient struct {
-	echo *connect.Client[v1.EchoRequest, v1.EchoResponse]
+	echo       *connect.Client[v1.EchoRequest, v1.EchoResponse]
+	echoStream *connect.Client[v1.EchoStreamRequest, v1.EchoStreamResponse]
+	echoChat   *connect.Client[v1.EchoChatRequest, v1.EchoChatResponse]
 }
 
 // Echo calls echo.v1.EchoService.Echo.
@@ -77,11 +101,27 @@ func (c *echoServiceClient) Echo(ctx context.Context, req *connect.Request[v1.Ec
 	return c.echo.CallUnary(ctx, req)
 }
 
+// EchoStream calls echo.v1.EchoService.EchoStream.
+func (c *echoServiceClient) EchoStream(ctx context.Context, req *connect.Request[v1.EchoStreamRequest]) (*connect.ServerStreamForClient[v1.EchoStreamResponse], error) {
+	return c.echoStream.CallServerStream(ctx, req)
+}
+
+// EchoChat calls echo.v1.EchoService.EchoChat.
+func (c *echoServiceClient) EchoChat(ctx context.Context) *connect.BidiStreamForClient[v1.EchoChatRequest, v1.EchoChatResponse] {
+	return c.echoChat.CallBidiStream(ctx)
+}
+
 // EchoServiceHandler is an implementation of the echo.v1.EchoService service.
 type EchoServiceHandler interface {
 	// Echo returns the request's message unchanged, the client certificate as the
 	// server verified it, and the facts of the connection that carried the call.
 	Echo(context.Context, *connect.Request[v1.EchoRequest]) (*connect.Response[v1.EchoResponse], error)
+	// EchoStream answers one request with `count` echoes, `interval` apart.
+	// Every echo carries the same peer as a unary call on that connection.
+	EchoStream(context.Context, *connect.Request[v1.EchoStreamRequest], *connect.ServerStream[v1.EchoStreamResponse]) error
+	// EchoChat answers each message the client sends with its echo, until
+	// the client closes its side. It needs HTTP/2.
+	EchoChat(context.Context, *connect.BidiStream[v1.EchoChatRequest, v1.EchoChatResponse]) error
 }
 
 // NewEchoServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -97,10 +137,26 @@ func NewEchoServiceHandler(svc EchoServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(echoServiceMethods.ByName("Echo")),
 		connect.WithHandlerOptions(opts...),
 	)
+	echoServiceEchoStreamHandler := connect.NewServerStreamHandler(
+		EchoServiceEchoStreamProcedure,
+		svc.EchoStream,
+		connect.WithSchema(echoServiceMethods.ByName("EchoStream")),
+		connect.WithHandlerOptions(opts...),
+	)
+	echoServiceEchoChatHandler := connect.NewBidiStreamHandler(
+		EchoServiceEchoChatProcedure,
+		svc.EchoChat,
+		connect.WithSchema(echoServiceMethods.ByName("EchoChat")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/echo.v1.EchoService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case EchoServiceEchoProcedure:
 			echoServiceEchoHandler.ServeHTTP(w, r)
+		case EchoServiceEchoStreamProcedure:
+			echoServiceEchoStreamHandler.ServeHTTP(w, r)
+		case EchoServiceEchoChatProcedure:
+			echoServiceEchoChatHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -112,4 +168,12 @@ type UnimplementedEchoServiceHandler struct{}
 
 func (UnimplementedEchoServiceHandler) Echo(context.Context, *connect.Request[v1.EchoRequest]) (*connect.Response[v1.EchoResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("echo.v1.EchoService.Echo is not implemented"))
+}
+
+func (UnimplementedEchoServiceHandler) EchoStream(context.Context, *connect.Request[v1.EchoStreamRequest], *connect.ServerStream[v1.EchoStreamResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("echo.v1.EchoService.EchoStream is not implemented"))
+}
+
+func (UnimplementedEchoServiceHandler) EchoChat(context.Context, *connect.BidiStream[v1.EchoChatRequest, v1.EchoChatResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("echo.v1.EchoService.EchoChat is not implemented"))
 }
