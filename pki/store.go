@@ -247,6 +247,13 @@ func revocationTarget(target string, signer *Authority) (*big.Int, error) {
 			return nil, fmt.Errorf("pki: %q was issued by %s, not by %s, which keeps this revocation list",
 				target, leaf.Issuer, signer.Certificate.Subject)
 		}
+		// Names are not unique: another CA may carry the same one. Only the
+		// signature tells whether this CA issued the certificate, and a
+		// serial listed for a certificate it did not issue revokes nothing.
+		if err := leaf.CheckSignatureFrom(signer.Certificate); err != nil {
+			return nil, fmt.Errorf("pki: %q was not issued by this directory's CA: another CA named %s "+
+				"signed it (%v)", target, leaf.Issuer, err)
+		}
 		return leaf.SerialNumber, nil
 	}
 	hexSerial := strings.ToLower(strings.ReplaceAll(target, ":", ""))
