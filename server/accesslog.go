@@ -67,11 +67,16 @@ func (s *Server) logCalls(next http.Handler) http.Handler {
 		if procedure == PlainHTTPPath {
 			procedure = echov1connect.EchoServiceEchoProcedure
 		}
+		code, elapsed := rec.code(info.protocol), time.Since(start)
+		if procedure != metricsPath {
+			s.metrics.calls.WithLabelValues(info.protocol, procedure, code).Inc()
+			s.metrics.callDuration.WithLabelValues(info.protocol, procedure).Observe(elapsed.Seconds())
+		}
 		attrs := []any{
 			KeyProcedure, procedure,
 			KeyProtocol, info.protocol,
-			KeyCode, rec.code(info.protocol),
-			KeyDuration, time.Since(start),
+			KeyCode, code,
+			KeyDuration, elapsed,
 			KeyRemote, r.RemoteAddr,
 		}
 		if conn := connInfoFrom(r.Context()); conn != nil && conn.peer != nil {

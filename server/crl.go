@@ -46,14 +46,15 @@ func readCRLSet(path string) (*crlSet, error) {
 	return &crlSet{lists: lists}, nil
 }
 
-// reload re-reads the CRL file. A file that does not parse is refused with
-// a log line, and the lists already loaded stay in force.
-func (r *revocations) reload(log *slog.Logger) {
+// reload re-reads the CRL file and reports whether it loaded. A file that
+// does not parse is refused with a log line, and the lists already loaded
+// stay in force.
+func (r *revocations) reload(log *slog.Logger) bool {
 	set, err := readCRLSet(r.path)
 	if err != nil {
 		log.Error("revocation list not reloaded; the previous one stays in force",
 			"file", r.path, KeyError, err.Error())
-		return
+		return false
 	}
 	r.current.Store(set)
 	for _, crl := range set.lists {
@@ -65,6 +66,7 @@ func (r *revocations) reload(log *slog.Logger) {
 				"file", r.path, "issuer", crl.Issuer.String())
 		}
 	}
+	return true
 }
 
 // check refuses a verified chain in which any certificate is listed as

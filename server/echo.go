@@ -26,6 +26,10 @@ import (
 	"github.com/echoloop/echoloop/gen/echo/v1/echov1connect"
 )
 
+// metricsPath serves Prometheus metrics on the mTLS port, to the same
+// policy as the RPCs.
+const metricsPath = "/metrics"
+
 // compressMinBytes is the smallest message the server compresses.
 const compressMinBytes = 1 << 10
 
@@ -247,7 +251,20 @@ func (s *Server) routes() (http.Handler, error) {
 	reflector := grpcreflect.NewStaticReflector(echov1connect.EchoServiceName, grpchealth.HealthV1ServiceName)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector, handlerOptions...))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, handlerOptions...))
+	mux.Handle("GET "+metricsPath, s.allowedOnly(s.metrics.handler()))
 	return s.logCalls(mux), nil
+}
+
+// allowedOnly applies the policy to a plain HTTP handler, which the RPC
+// interceptor does not see.
+func (s *Server) allowedOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if conn := connInfoFrom(r.Context()); conn == nil || conn.peer == nil || !conn.allowed {
+			http.Error(w, "this client certificate is not allowed by this server's policy", http.StatusForbidden)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // plainJSON admits only JSON POSTs to the plain route, and answers anything

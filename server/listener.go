@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/echoloop/echoloop/pki"
 )
 
@@ -30,6 +32,7 @@ type handshakeListener struct {
 	config  *tls.Config
 	timeout time.Duration
 	log     *slog.Logger
+	metrics *metrics
 
 	ready chan net.Conn
 	done  chan struct{}
@@ -44,12 +47,14 @@ func newHandshakeListener(
 	config *tls.Config,
 	timeout time.Duration,
 	log *slog.Logger,
+	metrics *metrics,
 ) *handshakeListener {
 	l := &handshakeListener{
 		inner:   inner,
 		config:  config,
 		timeout: timeout,
 		log:     log,
+		metrics: metrics,
 		ready:   make(chan net.Conn),
 		done:    make(chan struct{}),
 	}
@@ -112,7 +117,8 @@ func (l *handshakeListener) acceptLoop() {
 			return
 		}
 		backoff = 0
-		go l.handshake(conn)
+		l.metrics.connections.Inc()
+		go l.handshake(&countedConn{Conn: conn, open: l.metrics.connections})
 	}
 }
 
@@ -123,6 +129,7 @@ func isTemporary(err error) bool {
 
 func (l *handshakeListener) handshake(raw net.Conn) {
 	conn := tls.Server(raw, l.config)
+	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), l.timeout)
 	err := conn.HandshakeContext(ctx)
 	cancel()
@@ -130,6 +137,7 @@ func (l *handshakeListener) handshake(raw net.Conn) {
 		l.refuse(raw, err)
 		return
 	}
+	l.metrics.handshakeTime.Observe(time.Since(start).Seconds())
 
 	select {
 	case l.ready <- conn:
@@ -153,6 +161,7 @@ func (l *handshakeListener) refuse(raw net.Conn, err error) {
 	}
 
 	reason := HandshakeReason(err)
+	l.metrics.refused.WithLabelValues(reason).Inc()
 	attrs := []any{KeyRemote, raw.RemoteAddr().String(), KeyReason, reason, KeyError, err.Error()}
 	var verr *tls.CertificateVerificationError
 	var refusal *refusalError
@@ -170,6 +179,28 @@ func (l *handshakeListener) refuse(raw net.Conn, err error) {
 		level = slog.LevelDebug
 	}
 	l.log.Log(context.Background(), level, "tls handshake refused", attrs...)
+}
+
+// countedConn keeps the open-connections gauge right however a connection
+// ends: refused, closed by the HTTP server, or closed by the client.
+type countedConn struct {
+	net.Conn
+	open   prometheus.Gauge
+	closed sync.Once
+}
+
+func (c *countedConn) Close() error {
+	c.closed.Do(c.open.Dec)
+	return c.Conn.Close()
+}
+
+// CloseWrite half-closes when the connection beneath can, which
+// lingeringClose relies on.
+func (c *countedConn) CloseWrite() error {
+	if half, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return half.CloseWrite()
+	}
+	return nil
 }
 
 // rstAvoidance bounds how long a refused connection is drained before it

@@ -16,12 +16,16 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/grpchealth"
 	"golang.org/x/net/http2"
+	"golang.org/x/net/netutil"
 
 	"github.com/echoloop/echoloop/gen/echo/v1/echov1connect"
+	"github.com/echoloop/echoloop/pki"
 )
 
 // Defaults for the server's limits. Each has an option to change it.
@@ -46,6 +50,10 @@ const (
 	DefaultMaxConcurrentStreams = 250
 	// DefaultDrainTimeout is how long shutdown waits for calls in flight.
 	DefaultDrainTimeout = 15 * time.Second
+	// DefaultMaxConnections caps open connections well below common file
+	// descriptor limits, so a flood of connections cannot starve the rest
+	// of the process of descriptors.
+	DefaultMaxConnections = 10000
 )
 
 // Option configures a [Server].
@@ -59,7 +67,8 @@ func (f optionFunc) apply(o *options) { f(o) }
 
 type options struct {
 	certificate          *tls.Certificate
-	clientCAs            *x509.CertPool
+	clientCAs            []*x509.Certificate
+	files                *credentialFiles
 	minVersion           uint16
 	log                  *slog.Logger
 	maxMessageBytes      int
@@ -71,6 +80,8 @@ type options struct {
 	drainTimeout         time.Duration
 	policy               Policy
 	crlFile              string
+	maxConnections       int
+	metricsAddr          string
 }
 
 // WithCertificate sets the server's certificate chain and key. Required.
@@ -78,10 +89,51 @@ func WithCertificate(cert tls.Certificate) Option {
 	return optionFunc(func(o *options) { o.certificate = &cert })
 }
 
-// WithClientCAs sets the CAs a client certificate must chain to. Required:
-// there is no way to run this server without verifying clients.
-func WithClientCAs(pool *x509.CertPool) Option {
-	return optionFunc(func(o *options) { o.clientCAs = pool })
+// WithClientCAs sets the CAs a client certificate must chain to. This, or
+// [WithCredentialFiles], is required: there is no way to run this server
+// without verifying clients.
+func WithClientCAs(cas ...*x509.Certificate) Option {
+	return optionFunc(func(o *options) { o.clientCAs = cas })
+}
+
+// WithCredentialFiles reads the server's certificate chain, its key and the
+// client CA bundle from PEM files, and reads them again whenever they
+// change on disk (a rewrite in place, a file renamed over, a symlinked
+// directory swapped as Kubernetes does) and on [Server.Reload]. New
+// handshakes use new material at once; connections already made keep
+// theirs. A new set that does not load — a file that does not parse, a key
+// that does not match, an expired certificate — is refused with a log line
+// and the set in use stays. It replaces [WithCertificate] and [WithClientCAs].
+func WithCredentialFiles(certFile, keyFile, caFile string) Option {
+	return optionFunc(func(o *options) { o.files = &credentialFiles{cert: certFile, key: keyFile, ca: caFile} })
+}
+
+// WithMaxHeaderBytes bounds the request headers of one request, on
+// HTTP/1.1 and HTTP/2. Default [DefaultMaxHeaderBytes].
+func WithMaxHeaderBytes(n int) Option {
+	return optionFunc(func(o *options) { o.maxHeaderBytes = n })
+}
+
+// WithMaxConcurrentStreams bounds the calls in flight on one HTTP/2
+// connection. Default [DefaultMaxConcurrentStreams].
+func WithMaxConcurrentStreams(n uint32) Option {
+	return optionFunc(func(o *options) { o.maxConcurrentStreams = n })
+}
+
+// WithMaxConnections caps the TCP connections open at once, handshaking or
+// established; further clients wait in the kernel's accept queue. Default
+// [DefaultMaxConnections].
+func WithMaxConnections(n int) Option {
+	return optionFunc(func(o *options) { o.maxConnections = n })
+}
+
+// WithMetricsAddr also serves /metrics and /healthz in plain HTTP on addr,
+// for scrapers and container health checks that hold no client
+// certificate. A host left empty (":9464") means 127.0.0.1: exposing the
+// address beyond the machine takes an explicit host such as 0.0.0.0.
+// Default: off; /metrics is always served on the mTLS port.
+func WithMetricsAddr(addr string) Option {
+	return optionFunc(func(o *options) { o.metricsAddr = addr })
 }
 
 // WithMinVersion sets the lowest TLS version accepted. Default TLS 1.3;
@@ -142,13 +194,20 @@ func (o *options) validate() error {
 	if err := o.policy.Validate(); err != nil {
 		problems = append(problems, err)
 	}
-	if o.certificate == nil {
+	if o.files == nil && o.certificate == nil {
 		problems = append(problems, errors.New("no server certificate given"))
-	} else if err := checkServerCertificate(o.certificate); err != nil {
-		problems = append(problems, err)
 	}
-	if o.clientCAs == nil {
+	if o.files == nil && len(o.clientCAs) == 0 {
 		problems = append(problems, errors.New("no client CA given: a client certificate must chain to one"))
+	}
+	if o.maxHeaderBytes < 1<<10 {
+		problems = append(problems, fmt.Errorf("maximum header bytes %d is below 1 KiB", o.maxHeaderBytes))
+	}
+	if o.maxConcurrentStreams == 0 {
+		problems = append(problems, errors.New("maximum concurrent streams must be positive"))
+	}
+	if o.maxConnections <= 0 {
+		problems = append(problems, fmt.Errorf("maximum connections must be positive, got %d", o.maxConnections))
 	}
 	if o.minVersion != tls.VersionTLS12 && o.minVersion != tls.VersionTLS13 {
 		problems = append(problems, fmt.Errorf("minimum TLS version %s not supported: use TLS 1.2 or 1.3",
@@ -208,12 +267,16 @@ func checkServerCertificate(cert *tls.Certificate) error {
 
 // Server is an echoloop server. Make one with [New], run it with [Server.Serve].
 type Server struct {
-	opts    options
-	crls    *revocations // nil without WithCRLFile
-	log     *slog.Logger
-	health  *grpchealth.StaticChecker
-	tls     *tls.Config
-	handler http.Handler
+	opts     options
+	crls     *revocations // nil without WithCRLFile
+	log      *slog.Logger
+	health   *grpchealth.StaticChecker
+	metrics  *metrics
+	base     *tls.Config // settings every material shares
+	tls      *tls.Config // what the listener is given: base, choosing the current material
+	material atomic.Pointer[material]
+	reloadMu sync.Mutex // one reload at a time
+	handler  http.Handler
 }
 
 // New builds a server from its options; it does not listen yet.
@@ -228,6 +291,7 @@ func New(opts ...Option) (*Server, error) {
 		maxHeaderBytes:       DefaultMaxHeaderBytes,
 		maxConcurrentStreams: DefaultMaxConcurrentStreams,
 		drainTimeout:         DefaultDrainTimeout,
+		maxConnections:       DefaultMaxConnections,
 	}
 	for _, opt := range opts {
 		opt.apply(&o)
@@ -241,6 +305,11 @@ func New(opts ...Option) (*Server, error) {
 		log:    o.log,
 		health: grpchealth.NewStaticChecker(echov1connect.EchoServiceName),
 	}
+	s.metrics = newMetrics(s)
+	s.base = s.baseTLSConfig()
+	if err := s.loadMaterial(); err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
 	if o.crlFile != "" {
 		crls, err := loadRevocations(o.crlFile)
 		if err != nil {
@@ -248,7 +317,15 @@ func New(opts ...Option) (*Server, error) {
 		}
 		s.crls = crls
 	}
-	s.tls = s.tlsConfig()
+	s.tls = s.base.Clone()
+	s.tls.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		return s.material.Load().config, nil
+	}
+	// The listener's own config is never used for a handshake, but
+	// net/http and x/net/http2 inspect it; give them the real thing.
+	first := s.material.Load().config
+	s.tls.Certificates, s.tls.ClientCAs = first.Certificates, first.ClientCAs
+
 	handler, err := s.routes()
 	if err != nil {
 		return nil, err
@@ -257,32 +334,129 @@ func New(opts ...Option) (*Server, error) {
 	return s, nil
 }
 
-// tlsConfig is the one TLS configuration of the port.
-func (s *Server) tlsConfig() *tls.Config {
+// loadMaterial builds the first material, from files or from memory.
+func (s *Server) loadMaterial() error {
+	if s.opts.files != nil {
+		cert, cas, digest, err := s.opts.files.read()
+		if err != nil {
+			return err
+		}
+		m, err := newMaterial(s.base, cert, cas, time.Now())
+		if err != nil {
+			return err
+		}
+		m.digest = digest
+		s.material.Store(m)
+		return nil
+	}
+	m, err := newMaterial(s.base, *s.opts.certificate, s.opts.clientCAs, time.Now())
+	if err != nil {
+		return err
+	}
+	s.material.Store(m)
+	return nil
+}
+
+// Reload reads the credential files and the revocation list again, as a
+// change on disk would make it do; `echoloop serve` calls it on SIGHUP. A
+// set that does not load is refused and logged, and what is in use stays;
+// the error says why. Without files it does nothing.
+func (s *Server) Reload() error {
+	err := s.reloadCredentials()
+	if s.crls != nil {
+		s.reloadCRL()
+	}
+	return err
+}
+
+func (s *Server) reloadCredentials() error {
+	if s.opts.files == nil {
+		return nil
+	}
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+
+	cert, cas, digest, err := s.opts.files.read()
+	if err == nil && digest == s.material.Load().digest {
+		return nil // a neighbour in the directory changed, not ours
+	}
+	var m *material
+	if err == nil {
+		m, err = newMaterial(s.base, cert, cas, time.Now())
+	}
+	if err != nil {
+		s.metrics.reloads.WithLabelValues("certificates", "failed").Inc()
+		s.log.Error("certificates not reloaded; the ones in use stay", KeyError, err.Error())
+		return fmt.Errorf("server: reloading certificates: %w", err)
+	}
+	m.digest = digest
+	s.material.Store(m)
+	s.metrics.reloads.WithLabelValues("certificates", "ok").Inc()
+	s.log.Info("certificates reloaded",
+		"server.serial", pki.SerialHex(m.leaf),
+		"server.not_after", m.leaf.NotAfter.UTC().Format(time.RFC3339),
+		"client_cas", len(m.cas))
+	return nil
+}
+
+func (s *Server) reloadCRL() {
+	if s.crls.reload(s.log) {
+		s.metrics.reloads.WithLabelValues("crl", "ok").Inc()
+	} else {
+		s.metrics.reloads.WithLabelValues("crl", "failed").Inc()
+	}
+}
+
+// baseTLSConfig holds every TLS setting of the port that does not depend
+// on the certificates in use; each material is built from a clone of it.
+func (s *Server) baseTLSConfig() *tls.Config {
 	return &tls.Config{
 		// TLS 1.3 by default: it encrypts the client certificate, which
 		// TLS 1.2 sends in the clear for any on-path observer to read.
-		MinVersion:   s.opts.minVersion,
-		Certificates: []tls.Certificate{*s.opts.certificate},
-		ClientCAs:    s.opts.clientCAs,
-		ClientAuth:   tls.RequireAndVerifyClientCert,
+		MinVersion: s.opts.minVersion,
+		ClientAuth: tls.RequireAndVerifyClientCert,
 		// h2 first: gRPC needs HTTP/2; HTTP/1.1 stays for curl --http1.1,
 		// gRPC-Web from browsers, and plain JSON clients.
-		NextProtos: []string{http2.NextProtoTLS, "http/1.1"},
-		VerifyConnection: func(state tls.ConnectionState) error {
-			if len(state.VerifiedChains) == 0 {
-				return errors.New("tls: no verified client certificate chain")
-			}
-			chain := state.VerifiedChains[0]
-			if err := refuseCAAsLeaf(chain[0]); err != nil {
-				return err
-			}
-			if s.crls != nil {
-				return s.crls.check(chain)
-			}
-			return nil
-		},
+		NextProtos:       []string{http2.NextProtoTLS, "http/1.1"},
+		VerifyConnection: s.verifyConnection,
 	}
+}
+
+// verifyConnection runs after the standard chain verification, on full
+// handshakes and resumptions alike, with the checks Go does not make.
+func (s *Server) verifyConnection(state tls.ConnectionState) error {
+	if len(state.VerifiedChains) == 0 {
+		return errors.New("tls: no verified client certificate chain")
+	}
+	chain := state.VerifiedChains[0]
+	if err := refuseCAAsLeaf(chain[0]); err != nil {
+		return err
+	}
+	if !s.material.Load().stillTrusted(chain) {
+		return &refusalError{reason: ReasonUnknownAuthority, cert: chain[0],
+			err: errors.New("client chain ends at a CA that is no longer trusted")}
+	}
+	if s.crls != nil {
+		return s.crls.check(chain)
+	}
+	return nil
+}
+
+// watch re-reads credential files and the revocation list when they change.
+func (s *Server) watch(ctx context.Context) error {
+	if s.crls != nil {
+		s.reloadCRL() // logs what is in force
+		if err := watchFiles(ctx, s.log, []string{s.crls.path}, s.reloadCRL); err != nil {
+			return fmt.Errorf("server: watching %s: %w", s.crls.path, err)
+		}
+	}
+	if f := s.opts.files; f != nil {
+		reload := func() { _ = s.reloadCredentials() } // logged inside
+		if err := watchFiles(ctx, s.log, []string{f.cert, f.key, f.ca}, reload); err != nil {
+			return fmt.Errorf("server: watching the certificate files: %w", err)
+		}
+	}
+	return nil
 }
 
 // Handler returns the handler behind the port. It expects requests that
@@ -316,14 +490,16 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return fmt.Errorf("server: configuring HTTP/2: %w", err)
 	}
 
-	if s.crls != nil {
-		s.crls.reload(s.log) // logs what is in force
-		err := watchFiles(ctx, s.log, []string{s.crls.path}, func() { s.crls.reload(s.log) })
-		if err != nil {
-			return fmt.Errorf("server: watching %s: %w", s.crls.path, err)
+	if err := s.watch(ctx); err != nil {
+		return err
+	}
+	if s.opts.metricsAddr != "" {
+		if err := s.serveMetrics(ctx); err != nil {
+			return err
 		}
 	}
-	tlsListener := newHandshakeListener(ln, httpServer.TLSConfig, s.opts.handshakeTimeout, s.log)
+	limited := netutil.LimitListener(ln, s.opts.maxConnections)
+	tlsListener := newHandshakeListener(limited, httpServer.TLSConfig, s.opts.handshakeTimeout, s.log, s.metrics)
 	s.health.SetStatus(echov1connect.EchoServiceName, grpchealth.StatusServing)
 	s.health.SetStatus("", grpchealth.StatusServing)
 	s.log.Info("serving", KeyAddr, ln.Addr().String(),

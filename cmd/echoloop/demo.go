@@ -41,7 +41,7 @@ func (c *demoCmd) Run(ctx context.Context, out *output) error {
 	logs := &lockedBuffer{}
 	srv, err := server.New(
 		server.WithCertificate(serverCert.TLSCertificate()),
-		server.WithClientCAs(ca.Pool()),
+		server.WithClientCAs(ca.Certificate),
 		server.WithLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))),
 	)
 	if err != nil {

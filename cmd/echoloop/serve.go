@@ -8,51 +8,57 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"os/signal"
 	"syscall"
 	"time"
 
-	"github.com/echoloop/echoloop/pki"
 	"github.com/echoloop/echoloop/server"
 )
 
 type serveCmd struct {
 	certFiles `embed:"" set:"side=server"`
 
-	Addr              string        `default:"${default_addr}" help:"Address to listen on, HOST:PORT."`
-	TLSMin            string        `name:"tls-min" default:"1.3" enum:"1.2,1.3" help:"Lowest TLS version accepted: ${enum}."`
-	MaxMessageBytes   int           `default:"${default_max_message}" help:"Largest message in bytes accepted or sent, on every protocol."`
-	ReadHeaderTimeout time.Duration `default:"${default_read_header}" help:"Time a client has to send request headers."`
-	IdleTimeout       time.Duration `default:"${default_idle}" help:"Close connections idle for this long."`
-	HandshakeTimeout  time.Duration `default:"${default_handshake}" help:"Time a client has to finish the TLS handshake."`
-	DrainTimeout      time.Duration `default:"${default_drain}" help:"On SIGINT or SIGTERM, time calls in flight have to finish."`
-	CRL               string        `name:"crl" placeholder:"FILE" help:"Refuse client certificates this revocation list (PEM) names; re-read when it changes."`
-	AllowCN           []string      `name:"allow-cn" placeholder:"NAME" help:"Allow clients with this subject common name; repeatable."`
-	AllowDNS          []string      `name:"allow-dns" placeholder:"NAME" help:"Allow clients with this DNS SAN (*.example.org for one label); repeatable."`
-	AllowURI          []string      `name:"allow-uri" placeholder:"URI" help:"Allow clients with this URI SAN (spiffe://domain/* for a trust domain); repeatable."`
-	AllowOU           []string      `name:"allow-ou" placeholder:"UNIT" help:"Allow clients with this organisational unit; repeatable."`
-	LogFormat         string        `default:"text" enum:"text,json" help:"Log format: ${enum}."`
-	LogLevel          string        `default:"info" enum:"debug,info,warn,error" help:"Lowest level logged: ${enum}."`
+	Addr                 string        `default:"${default_addr}" help:"Address to listen on, HOST:PORT."`
+	TLSMin               string        `name:"tls-min" default:"1.3" enum:"1.2,1.3" help:"Lowest TLS version accepted: ${enum}."`
+	MaxMessageBytes      int           `default:"${default_max_message}" help:"Largest message in bytes accepted or sent, on every protocol."`
+	ReadHeaderTimeout    time.Duration `default:"${default_read_header}" help:"Time a client has to send request headers."`
+	IdleTimeout          time.Duration `default:"${default_idle}" help:"Close connections idle for this long."`
+	HandshakeTimeout     time.Duration `default:"${default_handshake}" help:"Time a client has to finish the TLS handshake."`
+	DrainTimeout         time.Duration `default:"${default_drain}" help:"On SIGINT or SIGTERM, time calls in flight have to finish."`
+	MaxHeaderBytes       int           `default:"${default_max_header}" help:"Largest request header block in bytes."`
+	MaxConcurrentStreams uint32        `default:"${default_max_streams}" help:"Calls in flight on one HTTP/2 connection."`
+	MaxConnections       int           `default:"${default_max_connections}" help:"Open connections at once; more wait to be accepted."`
+	MetricsAddr          string        `placeholder:"HOST:PORT" help:"Also serve /metrics and /healthz in plain HTTP here (host defaults to 127.0.0.1); off when empty."`
+	CRL                  string        `name:"crl" placeholder:"FILE" help:"Refuse client certificates this revocation list (PEM) names; re-read when it changes."`
+	AllowCN              []string      `name:"allow-cn" placeholder:"NAME" help:"Allow clients with this subject common name; repeatable."`
+	AllowDNS             []string      `name:"allow-dns" placeholder:"NAME" help:"Allow clients with this DNS SAN (*.example.org for one label); repeatable."`
+	AllowURI             []string      `name:"allow-uri" placeholder:"URI" help:"Allow clients with this URI SAN (spiffe://domain/* for a trust domain); repeatable."`
+	AllowOU              []string      `name:"allow-ou" placeholder:"UNIT" help:"Allow clients with this organisational unit; repeatable."`
+	LogFormat            string        `default:"text" enum:"text,json" help:"Log format: ${enum}."`
+	LogLevel             string        `default:"info" enum:"debug,info,warn,error" help:"Lowest level logged: ${enum}."`
 }
 
 // serveVars are the defaults the serve flags show in their help.
 func serveVars() map[string]string {
 	return map[string]string{
-		"default_addr":        server.DefaultAddr,
-		"default_max_message": fmt.Sprint(server.DefaultMaxMessageBytes),
-		"default_read_header": server.DefaultReadHeaderTimeout.String(),
-		"default_idle":        server.DefaultIdleTimeout.String(),
-		"default_handshake":   server.DefaultHandshakeTimeout.String(),
-		"default_drain":       server.DefaultDrainTimeout.String(),
+		"default_addr":            server.DefaultAddr,
+		"default_max_message":     fmt.Sprint(server.DefaultMaxMessageBytes),
+		"default_read_header":     server.DefaultReadHeaderTimeout.String(),
+		"default_idle":            server.DefaultIdleTimeout.String(),
+		"default_handshake":       server.DefaultHandshakeTimeout.String(),
+		"default_drain":           server.DefaultDrainTimeout.String(),
+		"default_max_header":      fmt.Sprint(server.DefaultMaxHeaderBytes),
+		"default_max_streams":     fmt.Sprint(server.DefaultMaxConcurrentStreams),
+		"default_max_connections": fmt.Sprint(server.DefaultMaxConnections),
 	}
 }
 
 func (c *serveCmd) Run(ctx context.Context, out *output) error {
 	log := newLogger(out.err, c.LogFormat, c.LogLevel)
 
-	opts, err := c.tlsOptions()
-	if err != nil {
-		return err
-	}
+	caFile, certFile, keyFile := c.paths("server")
+	opts := []server.Option{server.WithCredentialFiles(certFile, keyFile, caFile)}
 	minVersion := uint16(tls.VersionTLS13)
 	if c.TLSMin == "1.2" {
 		minVersion = tls.VersionTLS12
@@ -65,6 +71,10 @@ func (c *serveCmd) Run(ctx context.Context, out *output) error {
 		server.WithIdleTimeout(c.IdleTimeout),
 		server.WithHandshakeTimeout(c.HandshakeTimeout),
 		server.WithDrainTimeout(c.DrainTimeout),
+		server.WithMaxHeaderBytes(c.MaxHeaderBytes),
+		server.WithMaxConcurrentStreams(c.MaxConcurrentStreams),
+		server.WithMaxConnections(c.MaxConnections),
+		server.WithMetricsAddr(c.MetricsAddr),
 		server.WithCRLFile(c.CRL),
 		server.WithPolicy(server.Policy{
 			CommonNames:         c.AllowCN,
@@ -75,7 +85,7 @@ func (c *serveCmd) Run(ctx context.Context, out *output) error {
 	)
 	srv, err := server.New(opts...)
 	if err != nil {
-		return err
+		return c.withInitHint(err, "server")
 	}
 
 	ln, err := net.Listen("tcp", c.Addr)
@@ -86,28 +96,18 @@ func (c *serveCmd) Run(ctx context.Context, out *output) error {
 		}
 		return fmt.Errorf("listening on --addr %s: %w%s", c.Addr, err, hint)
 	}
+	// SIGHUP re-reads certificates, CA bundle and revocation list, as
+	// daemons have long done; changes on disk are picked up without it.
+	hangups := make(chan os.Signal, 1)
+	signal.Notify(hangups, syscall.SIGHUP)
+	defer signal.Stop(hangups)
+	go func() {
+		for range hangups {
+			log.Info("SIGHUP: reloading")
+			_ = srv.Reload() // logged inside
+		}
+	}()
 	return srv.Serve(ctx, ln)
-}
-
-// tlsOptions loads the server's certificate and the client CA bundle, and
-// refuses material that could never serve.
-func (c *serveCmd) tlsOptions() ([]server.Option, error) {
-	caFile, certFile, keyFile := c.paths("server")
-
-	pair, err := pki.LoadKeyPair(certFile, keyFile)
-	if err != nil {
-		return nil, c.withInitHint(fmt.Errorf("loading server certificate: %w", err), "server")
-	}
-	if now := time.Now(); now.After(pair.Leaf.NotAfter) {
-		return nil, fmt.Errorf("server certificate %q expired at %s (this machine's clock says %s): "+
-			"issue a new one (echoloop pki init --force for development)",
-			certFile, pair.Leaf.NotAfter.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
-	}
-	pool, _, err := pki.LoadCertPool(caFile)
-	if err != nil {
-		return nil, c.withInitHint(fmt.Errorf("loading client CA bundle: %w", err), "server")
-	}
-	return []server.Option{server.WithCertificate(pair), server.WithClientCAs(pool)}, nil
 }
 
 // newLogger builds the process's logger. Levels and format come from flags

@@ -57,7 +57,7 @@ func Start(tb testing.TB, opts ...server.Option) *Server {
 	logs := &logBuffer{}
 	base := []server.Option{
 		server.WithCertificate(serverCert.TLSCertificate()),
-		server.WithClientCAs(ca.Pool()),
+		server.WithClientCAs(ca.Certificate),
 		server.WithLogger(slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))),
 	}
 	srv, err := server.New(append(base, opts...)...)

@@ -1,0 +1,108 @@
+package server
+
+import (
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/echoloop/echoloop/pki"
+)
+
+// material is the TLS identity of the server at one moment: its
+// certificate, the CAs it trusts for clients, and the tls.Config built from
+// them. A reload builds a new material and swaps it in whole; handshakes in
+// progress keep the one they started with.
+type material struct {
+	config  *tls.Config
+	leaf    *x509.Certificate
+	cas     []*x509.Certificate
+	trusted map[string]bool // raw subject+key of each CA, to recheck resumed sessions
+	digest  [sha256.Size]byte
+}
+
+// credentialFiles are the files the material is read from, when it comes
+// from files; nil when it was given in memory.
+type credentialFiles struct {
+	cert, key, ca string
+}
+
+// read loads the three files, with a digest of what they hold so a reload
+// can tell whether anything changed; events in a watched directory are
+// often about other files.
+func (f *credentialFiles) read() (tls.Certificate, []*x509.Certificate, [sha256.Size]byte, error) {
+	var digest [sha256.Size]byte
+	pair, err := pki.LoadKeyPair(f.cert, f.key)
+	if err != nil {
+		return tls.Certificate{}, nil, digest, fmt.Errorf("loading server certificate: %w", err)
+	}
+	_, cas, err := pki.LoadCertPool(f.ca)
+	if err != nil {
+		return tls.Certificate{}, nil, digest, fmt.Errorf("loading client CA bundle: %w", err)
+	}
+	key, err := x509.MarshalPKCS8PrivateKey(pair.PrivateKey)
+	if err != nil {
+		return tls.Certificate{}, nil, digest, fmt.Errorf("loading server certificate: %w", err)
+	}
+
+	h := sha256.New()
+	h.Write(key)
+	for _, der := range pair.Certificate {
+		h.Write(der)
+	}
+	for _, ca := range cas {
+		h.Write(ca.Raw)
+	}
+	copy(digest[:], h.Sum(nil))
+	return pair, cas, digest, nil
+}
+
+// newMaterial checks a certificate and CA set and builds the TLS
+// configuration that serves them. base carries every setting that does not
+// change with the material — versions, ALPN, client authentication, the
+// verification hook — so a reload can never drop one of them.
+func newMaterial(base *tls.Config, cert tls.Certificate, cas []*x509.Certificate, now time.Time) (*material, error) {
+	if err := checkServerCertificate(&cert); err != nil {
+		return nil, err
+	}
+	leaf := cert.Leaf
+	if leaf == nil {
+		leaf, _ = x509.ParseCertificate(cert.Certificate[0]) // parsed by checkServerCertificate
+		cert.Leaf = leaf
+	}
+	if now.After(leaf.NotAfter) {
+		return nil, fmt.Errorf("server certificate %q expired at %s (this machine's clock says %s): "+
+			"issue a new one (echoloop pki init --force for development)",
+			leaf.Subject.String(), leaf.NotAfter.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	}
+	if len(cas) == 0 {
+		return nil, errors.New("no client CA given: a client certificate must chain to one")
+	}
+
+	pool := x509.NewCertPool()
+	trusted := map[string]bool{}
+	for _, ca := range cas {
+		pool.AddCert(ca)
+		trusted[caKey(ca)] = true
+	}
+	config := base.Clone()
+	config.Certificates = []tls.Certificate{cert}
+	config.ClientCAs = pool
+	config.GetConfigForClient = nil
+	return &material{config: config, leaf: leaf, cas: cas, trusted: trusted}, nil
+}
+
+// caKey identifies a CA by name and key, as chain building does.
+func caKey(ca *x509.Certificate) string {
+	return string(ca.RawSubject) + "\x00" + string(ca.RawSubjectPublicKeyInfo)
+}
+
+// stillTrusted reports whether the root of a verified chain is among the
+// CAs trusted now. A resumed session carries the chain verified when it was
+// first made; after a CA is removed, its clients must not resume their way
+// back in.
+func (m *material) stillTrusted(chain []*x509.Certificate) bool {
+	return m.trusted[caKey(chain[len(chain)-1])]
+}
