@@ -161,9 +161,11 @@ func keyParseError(name, blockType string, err error) error {
 	// Go reads named curves only. OpenSSL writes explicit parameters when
 	// asked with -param_enc explicit, and some old tools did so by default.
 	if blockType == "EC PRIVATE KEY" || strings.Contains(err.Error(), "curve") {
+		// `openssl pkey` alone keeps the explicit parameters; `openssl ec
+		// -param_enc named_curve` replaces them, in OpenSSL 1.1, 3 and LibreSSL.
 		return fmt.Errorf("pki: %q: %s does not parse (%w); if it uses explicit curve "+
 			"parameters, rewrite it with a named curve: "+
-			"`openssl pkey -in %s -out key.pem`", name, blockType, err, name)
+			"`openssl ec -in %s -param_enc named_curve -out key.pem`", name, blockType, err, name)
 	}
 	return fmt.Errorf("pki: %q: %s does not parse: %w", name, blockType, err)
 }
