@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -278,25 +279,22 @@ func (c *Client) Close() {
 // server saw. Errors are [*Error] when the cause is known, and carry a
 // connect.Code either way ([connect.CodeOf]).
 func (c *Client) Echo(ctx context.Context, p Protocol, message string) (*echov1.EchoResponse, error) {
+	return c.Call(ctx, p, &echov1.EchoRequest{Message: message})
+}
+
+// Call makes one Echo call with a full request, for the fields beyond the
+// message (a server-side delay).
+func (c *Client) Call(ctx context.Context, p Protocol, req *echov1.EchoRequest) (*echov1.EchoResponse, error) {
 	hc, err := c.httpClient(p)
 	if err != nil {
 		return nil, err
 	}
-	req := &echov1.EchoRequest{Message: message}
 
 	var resp *echov1.EchoResponse
 	switch p {
 	case Connect, GRPC, GRPCWeb:
-		var opts []connect.ClientOption
-		switch p {
-		case GRPC:
-			opts = append(opts, connect.WithGRPC())
-		case GRPCWeb:
-			opts = append(opts, connect.WithGRPCWeb())
-		}
-		rpc := echov1connect.NewEchoServiceClient(hc, c.baseURL, opts...)
 		var answer *connect.Response[echov1.EchoResponse]
-		answer, err = rpc.Echo(ctx, connect.NewRequest(req))
+		answer, err = c.rpc(hc, p).Echo(ctx, connect.NewRequest(req))
 		if err == nil {
 			resp = answer.Msg
 		}
@@ -311,6 +309,111 @@ func (c *Client) Echo(ctx context.Context, p Protocol, message string) (*echov1.
 	return resp, nil
 }
 
+// rpc is the generated client for one of the RPC protocols.
+func (c *Client) rpc(hc *http.Client, p Protocol) echov1connect.EchoServiceClient {
+	var opts []connect.ClientOption
+	switch p {
+	case GRPC:
+		opts = append(opts, connect.WithGRPC())
+	case GRPCWeb:
+		opts = append(opts, connect.WithGRPCWeb())
+	}
+	return echov1connect.NewEchoServiceClient(hc, c.baseURL, opts...)
+}
+
+// EchoStream asks for count echoes, interval apart, and hands each to each
+// as it arrives. The plain route carries unary calls only.
+func (c *Client) EchoStream(
+	ctx context.Context,
+	p Protocol,
+	req *echov1.EchoStreamRequest,
+	each func(*echov1.EchoStreamResponse) error,
+) error {
+	if p == HTTP {
+		return errors.New("client: the plain HTTP route carries unary Echo only: stream with connect, grpc or grpc-web")
+	}
+	hc, err := c.httpClient(p)
+	if err != nil {
+		return err
+	}
+	stream, err := c.rpc(hc, p).EchoStream(ctx, connect.NewRequest(req))
+	if err != nil {
+		return c.explain(ctx, err)
+	}
+	defer stream.Close()
+	for stream.Receive() {
+		if err := each(stream.Msg()); err != nil {
+			return err
+		}
+	}
+	if err := stream.Err(); err != nil {
+		return c.explain(ctx, err)
+	}
+	return nil
+}
+
+// EchoChat sends each message on one bidirectional stream and hands each
+// echo to each as it arrives. Bidirectional streaming needs HTTP/2 and one
+// of the RPC protocols; asked for anything else it fails at once, because
+// over HTTP/1.1 the call would wait for a request body that never ends.
+func (c *Client) EchoChat(
+	ctx context.Context,
+	p Protocol,
+	messages []string,
+	each func(*echov1.EchoChatResponse) error,
+) error {
+	switch {
+	case p == HTTP:
+		return errors.New("client: the plain HTTP route carries unary Echo only: chat with connect, grpc or grpc-web")
+	case c.opts.http1:
+		return errors.New("client: a bidirectional stream needs HTTP/2, and this client offers only " +
+			"HTTP/1.1: drop --http1.1")
+	}
+	hc, err := c.httpClient(p)
+	if err != nil {
+		return err
+	}
+	stream := c.rpc(hc, p).EchoChat(ctx)
+
+	// Send and receive at once: the server answers each message as it
+	// comes, and a client that sent everything before reading could fill
+	// the flow-control windows both ways and stall.
+	sent := make(chan error, 1)
+	go func() {
+		for _, m := range messages {
+			if err := stream.Send(&echov1.EchoChatRequest{Message: m}); err != nil {
+				sent <- err
+				return
+			}
+		}
+		sent <- stream.CloseRequest()
+	}()
+	var received error
+	for {
+		msg, err := stream.Receive()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			received = err
+			break
+		}
+		if err := each(msg); err != nil {
+			received = err
+			break
+		}
+	}
+	_ = stream.CloseResponse()
+	sendErr := <-sent
+	switch {
+	case received != nil:
+		return c.explain(ctx, received)
+	case sendErr != nil && !errors.Is(sendErr, io.EOF):
+		return c.explain(ctx, sendErr)
+	}
+	return nil
+}
+
 // postJSON is the plain HTTP call: what curl does, in Go.
 func (c *Client) postJSON(ctx context.Context, hc *http.Client, req *echov1.EchoRequest) (*echov1.EchoResponse, error) {
 	body, err := protojson.Marshal(req)
@@ -322,17 +425,23 @@ func (c *Client) postJSON(ctx context.Context, hc *http.Client, req *echov1.Echo
 		return nil, fmt.Errorf("building request: %w", err)
 	}
 	httpReq.Header.Set("Content-Type", "application/json")
+	if deadline, ok := ctx.Deadline(); ok {
+		// The RPC protocols carry the deadline in their own headers; the
+		// plain route takes it in vanguard's REST header, in seconds.
+		seconds := max(time.Until(deadline).Seconds(), 0.001)
+		httpReq.Header.Set("X-Server-Timeout", strconv.FormatFloat(seconds, 'f', 3, 64))
+	}
 
 	httpResp, err := hc.Do(httpReq)
 	if err != nil {
-		return nil, connect.NewError(connect.CodeUnavailable, err)
+		return nil, connect.NewError(transportCode(ctx), err)
 	}
 	defer httpResp.Body.Close()
 	// The answer is small; the cap keeps a misbehaving server from making
 	// the client read without end.
 	data, err := io.ReadAll(io.LimitReader(httpResp.Body, 64<<20))
 	if err != nil {
-		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("reading response: %w", err))
+		return nil, connect.NewError(transportCode(ctx), fmt.Errorf("reading response: %w", err))
 	}
 	if httpResp.StatusCode != http.StatusOK {
 		return nil, statusError(httpResp, data)
@@ -343,6 +452,18 @@ func (c *Client) postJSON(ctx context.Context, hc *http.Client, req *echov1.Echo
 		return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("response is not an EchoResponse: %w", err))
 	}
 	return resp, nil
+}
+
+// transportCode is the code of a call that failed below HTTP: the reason
+// the context ended, if it did, and unavailable otherwise.
+func transportCode(ctx context.Context) connect.Code {
+	switch {
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return connect.CodeDeadlineExceeded
+	case errors.Is(ctx.Err(), context.Canceled):
+		return connect.CodeCanceled
+	}
+	return connect.CodeUnavailable
 }
 
 // statusError reads an error answer of the plain route, which is a

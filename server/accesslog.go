@@ -59,9 +59,12 @@ func (s *Server) logCalls(next http.Handler) http.Handler {
 		start := time.Now()
 		info := &requestInfo{httpVersion: r.Proto, protocol: protocolOf(r)}
 		r = r.WithContext(context.WithValue(r.Context(), requestInfoKey{}, info))
-		rec := &responseRecorder{ResponseWriter: w}
+		rec := &responseRecorder{ResponseWriter: w,
+			connectStream: strings.HasPrefix(r.Header.Get("Content-Type"), "application/connect+")}
 
+		s.metrics.inFlight.Inc()
 		next.ServeHTTP(rec, r)
+		s.metrics.inFlight.Dec()
 
 		procedure := r.URL.Path
 		if procedure == PlainHTTPPath {
@@ -100,6 +103,9 @@ type responseRecorder struct {
 	status int
 	head   []byte // first bytes of a non-200 body
 	tail   []byte // last bytes of the body
+	// connectStream marks a Connect streaming call, whose outcome is in an
+	// end-of-stream message rather than in the HTTP status.
+	connectStream bool
 }
 
 const (
@@ -160,7 +166,31 @@ func (r *responseRecorder) code(protocol string) string {
 	if status != http.StatusOK {
 		return errorBodyCode(r.head, status)
 	}
+	if r.connectStream {
+		return connectEndStreamCode(r.tail)
+	}
 	return "ok"
+}
+
+// connectEndStreamCode reads the code from the end-of-stream message that
+// closes a Connect stream: {"error": {"code": "..."}} on failure, no error
+// on success.
+func connectEndStreamCode(tail []byte) string {
+	i := bytes.LastIndex(tail, []byte(`"error":`))
+	if i < 0 {
+		return "ok"
+	}
+	rest := tail[i:]
+	const key = `"code":"`
+	j := bytes.Index(rest, []byte(key))
+	if j < 0 {
+		return connect.CodeUnknown.String()
+	}
+	rest = rest[j+len(key):]
+	if k := bytes.IndexByte(rest, '"'); k >= 0 {
+		return string(rest[:k])
+	}
+	return connect.CodeUnknown.String()
 }
 
 // grpcStatus finds grpc-status in the headers (trailers-only answers), in

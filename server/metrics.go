@@ -26,6 +26,7 @@ type metrics struct {
 	refused       *prometheus.CounterVec
 	reloads       *prometheus.CounterVec
 	connections   prometheus.Gauge
+	inFlight      prometheus.Gauge
 	handshakeTime prometheus.Histogram
 }
 
@@ -53,6 +54,10 @@ func newMetrics(s *Server) *metrics {
 			Name: "echoloop_connections_open",
 			Help: "TCP connections open, handshaking or established.",
 		}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "echoloop_calls_in_flight",
+			Help: "Calls being answered now; a drain waits for them.",
+		}),
 		handshakeTime: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "echoloop_handshake_duration_seconds",
 			Help:    "Time to complete a TLS handshake, successful ones only.",
@@ -60,7 +65,7 @@ func newMetrics(s *Server) *metrics {
 		}),
 	}
 	m.registry.MustRegister(
-		m.calls, m.callDuration, m.refused, m.reloads, m.connections, m.handshakeTime,
+		m.calls, m.callDuration, m.refused, m.reloads, m.connections, m.inFlight, m.handshakeTime,
 		expiryCollector{s},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -116,6 +121,7 @@ func (s *Server) serveMetrics(ctx context.Context) error {
 	mux.Handle("GET /metrics", s.metrics.handler())
 	mux.HandleFunc("GET /healthz", s.healthz)
 	plain := &http.Server{Handler: mux, ReadHeaderTimeout: s.opts.readHeaderTimeout}
+	s.metricsAddr.Store(ln.Addr().String())
 	go func() { _ = plain.Serve(ln) }()
 	go func() {
 		<-ctx.Done()
@@ -125,6 +131,13 @@ func (s *Server) serveMetrics(ctx context.Context) error {
 	}()
 	s.log.Info("serving metrics", KeyAddr, ln.Addr().String())
 	return nil
+}
+
+// MetricsAddr is the address the plain metrics listener is bound to, once
+// Serve has started it; empty otherwise.
+func (s *Server) MetricsAddr() string {
+	addr, _ := s.metricsAddr.Load().(string)
+	return addr
 }
 
 // healthz answers 200 while the server is serving and 503 once it drains,

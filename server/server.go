@@ -267,16 +267,17 @@ func checkServerCertificate(cert *tls.Certificate) error {
 
 // Server is an echoloop server. Make one with [New], run it with [Server.Serve].
 type Server struct {
-	opts     options
-	crls     *revocations // nil without WithCRLFile
-	log      *slog.Logger
-	health   *grpchealth.StaticChecker
-	metrics  *metrics
-	base     *tls.Config // settings every material shares
-	tls      *tls.Config // what the listener is given: base, choosing the current material
-	material atomic.Pointer[material]
-	reloadMu sync.Mutex // one reload at a time
-	handler  http.Handler
+	opts        options
+	crls        *revocations // nil without WithCRLFile
+	log         *slog.Logger
+	health      *grpchealth.StaticChecker
+	metrics     *metrics
+	base        *tls.Config // settings every material shares
+	tls         *tls.Config // what the listener is given: base, choosing the current material
+	material    atomic.Pointer[material]
+	reloadMu    sync.Mutex   // one reload at a time
+	metricsAddr atomic.Value // string: where the plain metrics listener is bound
+	handler     http.Handler
 }
 
 // New builds a server from its options; it does not listen yet.
@@ -455,6 +456,8 @@ func (s *Server) watch(ctx context.Context) error {
 		if err := watchFiles(ctx, s.log, []string{f.cert, f.key, f.ca}, reload); err != nil {
 			return fmt.Errorf("server: watching the certificate files: %w", err)
 		}
+		// Files replaced between New and now raised no event anyone saw.
+		reload()
 	}
 	return nil
 }

@@ -31,8 +31,17 @@ type Server struct {
 	CA *pki.Authority
 	// Client is a valid client certificate from CA, common name "client".
 	Client *pki.Issued
+	// ServerCert is the certificate the server started with.
+	ServerCert *pki.Issued
+	// CertDir holds the credential files of a server from [StartWithFiles].
+	CertDir string
+	// Server is the running server, for Reload.
+	Server *server.Server
 
-	logs *logBuffer
+	logs     *logBuffer
+	stop     func() error
+	stopOnce sync.Once
+	stopErr  error
 }
 
 // Start starts a server on 127.0.0.1 with a fresh CA and server
@@ -40,7 +49,53 @@ type Server struct {
 // it when the test ends.
 func Start(tb testing.TB, opts ...server.Option) *Server {
 	tb.Helper()
+	s := newPKI(tb)
+	base := []server.Option{
+		server.WithCertificate(s.ServerCert.TLSCertificate()),
+		server.WithClientCAs(s.CA.Certificate),
+	}
+	s.start(tb, append(base, opts...))
+	return s
+}
 
+// StartWithFiles is [Start] with the server reading its credentials from
+// files in dir — ca.crt, server.crt and server.key, written here — so that
+// a test can change them and watch the server reload. CertDir is set.
+func StartWithFiles(tb testing.TB, dir string, opts ...server.Option) *Server {
+	tb.Helper()
+	s := newPKI(tb)
+	s.CertDir = dir
+	if err := pki.WriteFile(filepath.Join(dir, pki.CACertFile), s.CA.CertificatePEM(), pki.CertFileMode); err != nil {
+		tb.Fatal(err)
+	}
+	s.WriteServerCertificate(tb, s.ServerCert)
+	base := []server.Option{server.WithCredentialFiles(
+		filepath.Join(dir, pki.ServerCertFile),
+		filepath.Join(dir, pki.ServerKeyFile),
+		filepath.Join(dir, pki.CACertFile),
+	)}
+	s.start(tb, append(base, opts...))
+	return s
+}
+
+// WriteServerCertificate replaces server.crt and server.key in CertDir,
+// key first, each file atomically, as a certificate manager would.
+func (s *Server) WriteServerCertificate(tb testing.TB, cert *pki.Issued) {
+	tb.Helper()
+	key, err := cert.KeyPEM()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := pki.WriteFile(filepath.Join(s.CertDir, pki.ServerKeyFile), key, pki.KeyFileMode); err != nil {
+		tb.Fatal(err)
+	}
+	if err := pki.WriteFile(filepath.Join(s.CertDir, pki.ServerCertFile), cert.CertificatePEM(), pki.CertFileMode); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+func newPKI(tb testing.TB) *Server {
+	tb.Helper()
 	ca, err := pki.NewAuthority("servertest CA")
 	if err != nil {
 		tb.Fatal(err)
@@ -53,18 +108,17 @@ func Start(tb testing.TB, opts ...server.Option) *Server {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	return &Server{CA: ca, Client: clientCert, ServerCert: serverCert, logs: &logBuffer{}}
+}
 
-	logs := &logBuffer{}
-	base := []server.Option{
-		server.WithCertificate(serverCert.TLSCertificate()),
-		server.WithClientCAs(ca.Certificate),
-		server.WithLogger(slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))),
-	}
-	srv, err := server.New(append(base, opts...)...)
+// start runs the server until the test ends.
+func (s *Server) start(tb testing.TB, opts []server.Option) {
+	tb.Helper()
+	logger := slog.New(slog.NewJSONHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	srv, err := server.New(append([]server.Option{server.WithLogger(logger)}, opts...)...)
 	if err != nil {
 		tb.Fatal(err)
 	}
-
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
@@ -72,20 +126,25 @@ func Start(tb testing.TB, opts ...server.Option) *Server {
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ctx, ln) }()
-	tb.Cleanup(func() {
+	s.stop = func() error {
 		cancel()
-		if err := <-served; err != nil {
+		return <-served
+	}
+	tb.Cleanup(func() {
+		if err := s.Stop(); err != nil {
 			tb.Errorf("server stopped with an error: %v", err)
 		}
 	})
+	s.Server = srv
+	s.URL = "https://" + ln.Addr().String()
+	s.Addr = ln.Addr().String()
+}
 
-	return &Server{
-		URL:    "https://" + ln.Addr().String(),
-		Addr:   ln.Addr().String(),
-		CA:     ca,
-		Client: clientCert,
-		logs:   logs,
-	}
+// Stop drains and stops the server before the test ends, and returns what
+// Serve returned. Later calls return the same.
+func (s *Server) Stop() error {
+	s.stopOnce.Do(func() { s.stopErr = s.stop() })
+	return s.stopErr
 }
 
 // Logs returns every log line so far, each decoded from JSON.
