@@ -26,6 +26,10 @@ type Error struct {
 	Cause string
 	// Fix says what to do about it.
 	Fix string
+	// Alert is the TLS alert with which the server ended the handshake,
+	// for example "unknown certificate authority", or "" when the failure
+	// came from anywhere else.
+	Alert string
 	// Err is the error as the TLS stack or transport reported it.
 	Err error
 }
@@ -38,6 +42,7 @@ func (e *Error) Unwrap() error { return e.Err }
 // not recognise, and every error the server itself returned, pass through
 // unchanged. The connect.Code of the original is kept.
 func (c *Client) explain(ctx context.Context, err error) error {
+	diagnosed := err
 	cause, fix := c.diagnose(err)
 	if cause == "" && lostConnectionError(err) {
 		// The HTTP/2 transport can lose the TLS alert that closed a new
@@ -53,27 +58,21 @@ func (c *Client) explain(ctx context.Context, err error) error {
 				"it speaks only HTTP/2, as gRPC servers do"
 			fix = "drop --http1.1 (gRPC needs HTTP/2; gRPC-Web is the protocol made for HTTP/1.1)"
 		default:
+			diagnosed = result.err
 			cause, fix = c.diagnose(result.err)
 		}
 	}
 	if cause == "" {
 		return err
 	}
-	return connect.NewError(connect.CodeOf(err), &Error{Cause: cause, Fix: fix, Err: err})
+	return connect.NewError(connect.CodeOf(err),
+		&Error{Cause: cause, Fix: fix, Alert: remoteAlert(diagnosed), Err: err})
 }
 
 func (c *Client) diagnose(err error) (cause, fix string) {
 	msg := err.Error()
-
-	// TLS 1.3 lets the client finish its handshake before the server has
-	// judged the client certificate, so a refusal arrives as an alert on
-	// the first read, which net/http reports inside whatever it was doing.
-	if i := strings.Index(msg, "remote error: tls: "); i >= 0 {
-		alert := msg[i+len("remote error: tls: "):]
-		if j := strings.IndexAny(alert, "\n;"); j >= 0 {
-			alert = alert[:j]
-		}
-		return c.diagnoseAlert(strings.TrimSpace(alert))
+	if alert := remoteAlert(err); alert != "" {
+		return c.diagnoseAlert(alert)
 	}
 
 	var verr *tls.CertificateVerificationError
@@ -105,6 +104,24 @@ func (c *Client) diagnose(err error) (cause, fix string) {
 			"check the server's minimum TLS version (echoloop serve --tls-min) against this client's"
 	}
 	return "", ""
+}
+
+// remoteAlert returns the TLS alert the server sent, as crypto/tls spells
+// it, or "" when err holds none. TLS 1.3 lets the client finish its
+// handshake before the server has judged the client certificate, so a
+// refusal arrives as an alert on the first read, which net/http reports
+// inside whatever it was doing: only the text is left to read it from.
+func remoteAlert(err error) string {
+	msg := err.Error()
+	i := strings.Index(msg, "remote error: tls: ")
+	if i < 0 {
+		return ""
+	}
+	alert := msg[i+len("remote error: tls: "):]
+	if j := strings.IndexAny(alert, "\n;"); j >= 0 {
+		alert = alert[:j]
+	}
+	return strings.TrimSpace(alert)
 }
 
 // lostConnectionError reports whether err says only that the connection
@@ -189,7 +206,7 @@ func (c *Client) diagnoseAlert(alert string) (cause, fix string) {
 	// A refusal alert names a category; the certificate itself usually
 	// shows the precise cause, and the client has it at hand.
 	switch alert {
-	case "bad certificate", "certificate unknown", "unsupported certificate",
+	case "bad certificate", "unknown certificate", "unsupported certificate",
 		"expired certificate", "unknown certificate authority":
 		if c.opts.cert != nil {
 			if problem := CheckClientCertificate(c.opts.cert, certName, time.Now()); problem != nil {
@@ -223,7 +240,7 @@ func (c *Client) diagnoseAlert(alert string) (cause, fix string) {
 	case "unsupported certificate":
 		return fmt.Sprintf("the server refused %s for its key usage: it is not marked for client authentication",
 			certName), "issue a client certificate with the clientAuth extended key usage"
-	case "bad certificate", "certificate unknown":
+	case "bad certificate", "unknown certificate":
 		return fmt.Sprintf("the server refused %s (alert %q)", certName, alert),
 			"check that it is a client certificate (clientAuth), currently valid, not revoked, and issued by " +
 				orUnknown(asked)

@@ -25,6 +25,10 @@ type callCmd struct {
 	Protocol string `default:"connect" enum:"connect,grpc,grpc-web,http,all" help:"Protocol to call with: connect, grpc, grpc-web, http, or all side by side."`
 	Message  string `default:"hello" help:"Message to echo."`
 	JSON     bool   `name:"json" help:"Print each answer as protojson, one object per line."`
+	// ExpectRefusal turns the command into a check that a certificate is
+	// kept out, as the compose stack's intruder does: without a shell in
+	// the image, the exit code is the only verdict a container can give.
+	ExpectRefusal bool `help:"Succeed only when the server refuses this client's certificate in the TLS handshake, on every protocol called."`
 }
 
 // Validate is kong's hook for checks its types cannot make.
@@ -58,8 +62,56 @@ func (c *callCmd) Run(ctx context.Context, out *output) error {
 		}
 	} else {
 		printResults(out.out, results)
+		if c.ExpectRefusal && len(results) == 1 && results[0].Err != nil {
+			// printResults leaves a single call's error to main, which
+			// here reports the check instead.
+			fmt.Fprintf(out.out, "%s: %v\n", results[0].Protocol, results[0].Err)
+		}
 	}
-	return verdict(results)
+	if !c.ExpectRefusal {
+		return verdict(results)
+	}
+
+	if err := refusalVerdict(results); err != nil {
+		return err
+	}
+	if !c.JSON {
+		fmt.Fprintf(out.out, "\nrefused by the server on %s, as expected\n", protocolCount(len(results)))
+	}
+	return nil
+}
+
+// refusalVerdict is the outcome of --expect-refusal: nil only when the
+// server refused the client certificate on every protocol called. A call
+// that failed for another reason (no server, an untrusted server
+// certificate, a policy denial) proves nothing about the certificate and
+// fails the check too.
+func refusalVerdict(results []client.Result) error {
+	var accepted, otherwise []string
+	for _, r := range results {
+		switch {
+		case r.Err == nil:
+			accepted = append(accepted, string(r.Protocol))
+		case !client.RefusedByServer(r.Err):
+			otherwise = append(otherwise, string(r.Protocol))
+		}
+	}
+	switch {
+	case len(accepted) > 0:
+		return fmt.Errorf("the server accepted this client over %s, but it was expected to refuse it",
+			strings.Join(accepted, ", "))
+	case len(otherwise) > 0:
+		return fmt.Errorf("expected the server to refuse this client's certificate, but %s failed "+
+			"for another reason, as shown above", strings.Join(otherwise, ", "))
+	}
+	return nil
+}
+
+func protocolCount(n int) string {
+	if n == 1 {
+		return "the one protocol called"
+	}
+	return fmt.Sprintf("all %d protocols", n)
 }
 
 // verdict turns the results into the command's outcome: the error of a

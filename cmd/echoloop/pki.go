@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -37,10 +38,20 @@ type pkiInitCmd struct {
 	RootKeyOut   string        `placeholder:"FILE" help:"Write the root CA's key here instead of DIR/ca.key (keep it offline)."`
 	CAValidFor   time.Duration `name:"ca-valid-for" default:"${default_ca_valid_for}" help:"Validity of the CA certificates."`
 	ValidFor     time.Duration `default:"${default_leaf_valid_for}" help:"Validity of the server and client certificates."`
-	Force        bool          `help:"Replace existing files."`
+	Force        bool          `xor:"existing" help:"Replace existing files."`
+	// KeepExisting lets a container run init on every start: a shell-less
+	// image has no `test -f` to guard the command with.
+	KeepExisting bool `xor:"existing" help:"When --certs already holds every file, keep them, write nothing and succeed; a partial set is still refused."`
 }
 
 func (c *pkiInitCmd) Run(out *output) error {
+	if c.KeepExisting {
+		kept, err := c.keep(out)
+		if err != nil || kept {
+			return err
+		}
+	}
+
 	result, err := pki.Init(pki.InitConfig{
 		Dir:          c.Certs,
 		ServerSANs:   c.SAN,
@@ -74,6 +85,43 @@ func (c *pkiInitCmd) Run(out *output) error {
 	fmt.Fprintf(out.out, "\nnext: echoloop serve --certs %s   and   echoloop call --certs %s --protocol all\n",
 		c.Certs, c.Certs)
 	return nil
+}
+
+// keep reports whether --certs already holds the whole set, so that there
+// is nothing to write. A set whose server certificate lacks a name asked
+// for with --san is an error rather than kept: a server that clients
+// cannot verify under that name would fail later and less clearly.
+func (c *pkiInitCmd) keep(out *output) (bool, error) {
+	for _, name := range []string{
+		pki.CACertFile, pki.CAKeyFile, pki.ServerCertFile, pki.ServerKeyFile, pki.ClientCertFile, pki.ClientKeyFile,
+	} {
+		info, err := os.Stat(filepath.Join(c.Certs, name))
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return false, nil // pki.Init makes the set, or names what is in the way
+		case err != nil:
+			return false, fmt.Errorf("checking %q: %w", filepath.Join(c.Certs, name), err)
+		case !info.Mode().IsRegular():
+			return false, nil
+		}
+	}
+
+	serverFile := filepath.Join(c.Certs, pki.ServerCertFile)
+	certs, err := pki.LoadCertificates(serverFile)
+	if err != nil {
+		return false, err
+	}
+	server := certs[0]
+	for _, name := range c.SAN {
+		if server.VerifyHostname(name) != nil {
+			return false, fmt.Errorf("keeping %q: it does not cover %q, asked for with --san (it covers: %s); "+
+				"pass --force instead of --keep-existing to replace the set", serverFile, name,
+				strings.Join(sanList(server), ", "))
+		}
+	}
+	fmt.Fprintf(out.out, "kept the certificates already in %s: nothing written\n", c.Certs)
+	fmt.Fprintf(out.out, "server certificate covers: %s\n", strings.Join(sanList(server), ", "))
+	return true, nil
 }
 
 func printWritten(w io.Writer, paths []string) {
