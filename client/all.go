@@ -21,13 +21,13 @@ type Result struct {
 
 // EchoAll makes the same Echo call over every protocol at once, each on its
 // own connection, and returns the results in the order of [Protocols].
-func (c *Client) EchoAll(ctx context.Context, message string) []Result {
+func (c *Client) EchoAll(ctx context.Context, req *echov1.EchoRequest) []Result {
 	protocols := Protocols()
 	results := make([]Result, len(protocols))
 	var wg sync.WaitGroup
 	for i, p := range protocols {
 		wg.Go(func() {
-			resp, err := c.Echo(ctx, p, message)
+			resp, err := c.Call(ctx, p, req)
 			results[i] = Result{Protocol: p, Response: resp, Err: err}
 		})
 	}

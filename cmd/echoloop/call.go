@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,6 +15,7 @@ import (
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/echoloop/echoloop/client"
 	echov1 "github.com/echoloop/echoloop/gen/echo/v1"
@@ -22,9 +24,13 @@ import (
 type callCmd struct {
 	clientFlags `embed:""`
 
-	Protocol string `default:"connect" enum:"connect,grpc,grpc-web,http,all" help:"Protocol to call with: connect, grpc, grpc-web, http, or all side by side."`
-	Message  string `default:"hello" help:"Message to echo."`
-	JSON     bool   `name:"json" help:"Print each answer as protojson, one object per line."`
+	Protocol string        `default:"connect" enum:"connect,grpc,grpc-web,http,all" help:"Protocol to call with: connect, grpc, grpc-web, http, or all side by side."`
+	Message  string        `default:"hello" help:"Message to echo."`
+	JSON     bool          `name:"json" help:"Print each answer as protojson, one object per line."`
+	Delay    time.Duration `help:"Ask the server to wait this long before answering (at most 30s), to watch deadlines and drains."`
+	Stream   uint32        `placeholder:"N" help:"Call EchoStream instead: N echoes, --interval apart, printed as they come."`
+	Interval time.Duration `default:"1s" help:"Pause between streamed echoes."`
+	Chat     bool          `help:"Call EchoChat instead: send each line of standard input, print each echo as it comes."`
 	// ExpectRefusal turns the command into a check that a certificate is
 	// kept out, as the compose stack's intruder does: without a shell in
 	// the image, the exit code is the only verdict a container can give.
@@ -32,7 +38,20 @@ type callCmd struct {
 }
 
 // Validate is kong's hook for checks its types cannot make.
-func (c *callCmd) Validate() error { return c.validate() }
+func (c *callCmd) Validate() error {
+	streaming := c.Stream > 0 || c.Chat
+	switch {
+	case c.Stream > 0 && c.Chat:
+		return errors.New("--stream and --chat are different calls: choose one")
+	case streaming && (c.Protocol == "all" || c.Protocol == "http"):
+		return fmt.Errorf("--stream and --chat take one RPC protocol (connect, grpc or grpc-web), not %s", c.Protocol)
+	case streaming && c.ExpectRefusal:
+		return errors.New("--expect-refusal checks unary calls only")
+	case c.Delay < 0:
+		return fmt.Errorf("--delay must not be negative, got %s", c.Delay)
+	}
+	return c.validate()
+}
 
 func (c *callCmd) Run(ctx context.Context, out *output) error {
 	cl, err := c.newClient()
@@ -43,16 +62,26 @@ func (c *callCmd) Run(ctx context.Context, out *output) error {
 
 	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
 	defer cancel()
+	switch {
+	case c.Stream > 0:
+		return c.stream(ctx, cl, out)
+	case c.Chat:
+		return c.chat(ctx, cl, out)
+	}
 
+	req := &echov1.EchoRequest{Message: c.Message}
+	if c.Delay > 0 {
+		req.Delay = durationpb.New(c.Delay)
+	}
 	var results []client.Result
 	if c.Protocol == "all" {
-		results = cl.EchoAll(ctx, c.Message)
+		results = cl.EchoAll(ctx, req)
 	} else {
 		p, err := client.ParseProtocol(c.Protocol)
 		if err != nil {
 			return usageError{err: err, command: "call "}
 		}
-		resp, err := cl.Echo(ctx, p, c.Message)
+		resp, err := cl.Call(ctx, p, req)
 		results = []client.Result{{Protocol: p, Response: resp, Err: err}}
 	}
 
@@ -112,6 +141,55 @@ func protocolCount(n int) string {
 		return "the one protocol called"
 	}
 	return fmt.Sprintf("all %d protocols", n)
+}
+
+// stream prints each echo of an EchoStream as it arrives.
+func (c *callCmd) stream(ctx context.Context, cl *client.Client, out *output) error {
+	p, err := client.ParseProtocol(c.Protocol)
+	if err != nil {
+		return usageError{err: err, command: "call "}
+	}
+	req := &echov1.EchoStreamRequest{Message: c.Message, Count: c.Stream, Interval: durationpb.New(c.Interval)}
+	return cl.EchoStream(ctx, p, req, func(msg *echov1.EchoStreamResponse) error {
+		return c.printEcho(out.out, msg.GetIndex(), msg.GetEcho())
+	})
+}
+
+// chat sends each line of standard input and prints each echo.
+func (c *callCmd) chat(ctx context.Context, cl *client.Client, out *output) error {
+	p, err := client.ParseProtocol(c.Protocol)
+	if err != nil {
+		return usageError{err: err, command: "call "}
+	}
+	var lines []string
+	scanner := bufio.NewScanner(out.in)
+	scanner.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for scanner.Scan() {
+		lines = append(lines, scanner.Text())
+	}
+	if err := scanner.Err(); err != nil {
+		return fmt.Errorf("reading standard input: %w", err)
+	}
+	return cl.EchoChat(ctx, p, lines, func(msg *echov1.EchoChatResponse) error {
+		return c.printEcho(out.out, msg.GetIndex(), msg.GetEcho())
+	})
+}
+
+// printEcho prints one echo of a stream: protojson with --json, else a line
+// naming the identity the server verified for it.
+func (c *callCmd) printEcho(w io.Writer, index uint32, echo *echov1.EchoResponse) error {
+	if c.JSON {
+		line, err := protojson.MarshalOptions{EmitUnpopulated: true}.Marshal(echo)
+		if err != nil {
+			return fmt.Errorf("encoding echo %d: %w", index, err)
+		}
+		fmt.Fprintln(w, string(line))
+		return nil
+	}
+	fmt.Fprintf(w, "%d  %s  %s over %s  peer CN=%s sha256 %s\n", index, strconv.Quote(echo.GetMessage()),
+		echo.GetConnection().GetProtocol(), echo.GetConnection().GetHttpVersion(),
+		printable(echo.GetPeer().GetCommonName()), echo.GetPeer().GetSha256Fingerprint())
+	return nil
 }
 
 // verdict turns the results into the command's outcome: the error of a

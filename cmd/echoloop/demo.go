@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/echoloop/echoloop/client"
+	echov1 "github.com/echoloop/echoloop/gen/echo/v1"
 	"github.com/echoloop/echoloop/pki"
 	"github.com/echoloop/echoloop/server"
 )
@@ -72,7 +73,7 @@ func (c *demoCmd) Run(ctx context.Context, out *output) error {
 		return err
 	}
 	defer good.Close()
-	results := good.EchoAll(callCtx, c.Message)
+	results := good.EchoAll(callCtx, &echov1.EchoRequest{Message: c.Message})
 	printResults(out.out, results)
 	agreement := client.Agree(results)
 

@@ -30,7 +30,7 @@ const (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(report(err, os.Stderr))
 }
@@ -71,7 +71,7 @@ func report(err error, stderr io.Writer) int {
 
 // run parses args and runs the chosen command. It is main without the
 // process around it, so tests can drive the whole program.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	var cli commandLine
 	exited := false
 	parser, err := kong.New(&cli,
@@ -84,7 +84,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
 		kong.Vars(commandVars()),
 		kong.BindTo(ctx, (*context.Context)(nil)),
-		kong.Bind(&output{out: stdout, err: stderr}),
+		kong.Bind(&output{in: stdin, out: stdout, err: stderr}),
 	)
 	if err != nil {
 		return fmt.Errorf("building the command line: %w", err)
@@ -114,8 +114,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return err
 }
 
-// output is where commands write for people.
+// output is where commands read and write: standard input, and what they
+// write for people.
 type output struct {
+	in  io.Reader
 	out io.Writer
 	err io.Writer
 }

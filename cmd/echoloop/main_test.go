@@ -19,8 +19,13 @@ import (
 // runCommand runs echoloop in process and returns what it printed and the
 // exit code main would have used.
 func runCommand(ctx context.Context, args ...string) (stdout, stderr string, code int) {
+	return runWithInput(ctx, "", args...)
+}
+
+// runWithInput is runCommand with input as standard input.
+func runWithInput(ctx context.Context, input string, args ...string) (stdout, stderr string, code int) {
 	var out, errOut bytes.Buffer
-	err := run(ctx, args, &out, &errOut)
+	err := run(ctx, args, strings.NewReader(input), &out, &errOut)
 	code = report(err, &errOut)
 	return out.String(), errOut.String(), code
 }
@@ -133,7 +138,7 @@ func startServe(t *testing.T, certs string, args ...string) string {
 	served := make(chan error, 1)
 	go func() {
 		args := append([]string{"serve", "--addr", addr, "--log-format", "json"}, args...)
-		served <- run(serveCtx, args, &bytes.Buffer{}, &syncWriter{w: &logs})
+		served <- run(serveCtx, args, strings.NewReader(""), &bytes.Buffer{}, &syncWriter{w: &logs})
 	}()
 	t.Cleanup(func() {
 		stop()
@@ -365,7 +370,7 @@ func TestServePolicyFlags(t *testing.T) {
 	ctx, stop := context.WithCancel(t.Context())
 	served := make(chan error, 1)
 	go func() {
-		served <- run(ctx, []string{"serve", "--certs", certs, "--addr", addr, "--allow-cn", "someone-else"},
+		served <- run(ctx, []string{"serve", "--certs", certs, "--addr", addr, "--allow-cn", "someone-else"}, strings.NewReader(""),
 			&bytes.Buffer{}, &syncWriter{w: &bytes.Buffer{}})
 	}()
 	t.Cleanup(func() { stop(); <-served })
@@ -477,5 +482,39 @@ func TestServeRefusesAClientCertificateAsItsOwn(t *testing.T) {
 		"--cert", filepath.Join(certs, "client.crt"), "--key", filepath.Join(certs, "client.key"))
 	if code != exitFail || !strings.Contains(errOut, "not for server authentication") {
 		t.Errorf("exit %d with %q, want a refusal naming the missing serverAuth usage", code, errOut)
+	}
+}
+
+func TestCallStreamAndChat(t *testing.T) {
+	t.Parallel()
+	certs := t.TempDir()
+	if _, errOut, code := runCommand(t.Context(), "pki", "init", "--certs", certs); code != exitOK {
+		t.Fatal(errOut)
+	}
+	url := startServe(t, certs, "--certs", certs)
+
+	out, errOut, code := runCommand(t.Context(), "call", "--certs", certs, "--url", url,
+		"--protocol", "grpc", "--stream", "3", "--interval", "10ms", "--message", "s")
+	if code != exitOK {
+		t.Fatalf("stream exited %d: %s", code, errOut)
+	}
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 3 ||
+		!strings.HasPrefix(lines[2], `3  "s"  grpc over HTTP/2.0  peer CN=client`) {
+		t.Errorf("stream printed:\n%s", out)
+	}
+
+	out, errOut, code = runWithInput(t.Context(), "first\nsecond\n", "call", "--certs", certs, "--url", url,
+		"--protocol", "connect", "--chat", "--json")
+	if code != exitOK {
+		t.Fatalf("chat exited %d: %s", code, errOut)
+	}
+	if !strings.Contains(out, `"message":"first"`) || !strings.Contains(out, `"message":"second"`) ||
+		strings.Count(out, "\n") != 2 {
+		t.Errorf("chat printed:\n%s", out)
+	}
+
+	_, errOut, code = runCommand(t.Context(), "call", "--certs", certs, "--url", url, "--protocol", "http", "--stream", "2")
+	if code != exitUsage || !strings.Contains(errOut, "take one RPC protocol") {
+		t.Errorf("stream over http: exit %d, %q", code, errOut)
 	}
 }

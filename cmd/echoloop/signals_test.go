@@ -1,0 +1,158 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The command as users run it: a separate process, stopped by signals.
+
+var (
+	binaryOnce sync.Once
+	binaryPath string
+	binaryErr  error
+)
+
+// echoloopBinary builds the command once for the tests that need a real
+// process.
+func echoloopBinary(t *testing.T) string {
+	t.Helper()
+	binaryOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "echoloop-bin")
+		if err != nil {
+			binaryErr = err
+			return
+		}
+		binaryPath = filepath.Join(dir, "echoloop")
+		out, err := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", binaryPath, ".").
+			CombinedOutput()
+		if err != nil {
+			binaryErr = err
+			binaryPath = string(out)
+		}
+	})
+	if binaryErr != nil {
+		t.Fatalf("building echoloop: %v\n%s", binaryErr, binaryPath)
+	}
+	return binaryPath
+}
+
+// lockedLog collects a child's output while it runs.
+type lockedLog struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+func TestSIGTERMDrainsAndSIGHUPReloads(t *testing.T) {
+	t.Parallel()
+	certs := t.TempDir()
+	if _, errOut, code := runCommand(t.Context(), "pki", "init", "--certs", certs); code != exitOK {
+		t.Fatal(errOut)
+	}
+	addr, metricsAddr := freeLoopbackAddr(t), freeLoopbackAddr(t)
+	url := "https://localhost:" + strings.Split(addr, ":")[1]
+
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	logs := &lockedLog{}
+	serve := exec.CommandContext(ctx, echoloopBinary(t), "serve", "--certs", certs, "--addr", addr,
+		"--metrics-addr", metricsAddr, "--log-format", "json", "--drain-timeout", "20s")
+	serve.Stdout, serve.Stderr = io.Discard, logs
+	if err := serve.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = serve.Process.Kill() })
+	waitHealthy(t, certs, url)
+
+	// SIGHUP re-reads the files; the log says so.
+	if err := serve.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitForText(t, logs, "SIGHUP: reloading")
+
+	// Calls in flight when SIGTERM arrives all complete.
+	type result struct {
+		out, errOut string
+		code        int
+	}
+	done := make(chan result, 1)
+	go func() {
+		out, errOut, code := runCommand(ctx, "call", "--certs", certs, "--url", url, "--protocol", "all",
+			"--delay", "2s", "--timeout", "30s")
+		done <- result{out, errOut, code}
+	}()
+	waitForInFlight(t, metricsAddr, 4)
+	if err := serve.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+
+	got := <-done
+	if got.code != exitOK || !strings.Contains(got.out, "identical on all 4 protocols") {
+		t.Errorf("calls in flight during the drain: exit %d\n%s%s", got.code, got.out, got.errOut)
+	}
+	if err := serve.Wait(); err != nil {
+		t.Errorf("serve after SIGTERM: %v (want exit 0)\n%s", err, logs.String())
+	}
+	for _, want := range []string{`"msg":"draining"`, `"msg":"stopped"`} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("serve's log lacks %s", want)
+		}
+	}
+}
+
+func waitForText(t *testing.T, logs *lockedLog, text string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), text) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q in the log:\n%s", text, logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitForInFlight polls the plain metrics address until n calls are being
+// answered.
+func waitForInFlight(t *testing.T, metricsAddr string, n int) {
+	t.Helper()
+	want := "\necholoop_calls_in_flight " + strconv.Itoa(n) + "\n"
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := http.Get("http://" + metricsAddr + "/metrics")
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if strings.Contains(string(body), want) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("never saw %d calls in flight", n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
