@@ -173,6 +173,13 @@ func Init(cfg InitConfig) (*InitResult, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("pki: creating directory %q: %w", cfg.Dir, err)
 	}
+	// The root key's own directory, readable by its owner only: it is
+	// meant for removable media or a vault mount, not for sharing.
+	if keyDir := filepath.Dir(cfg.RootKeyPath); keyDir != cfg.Dir {
+		if err := os.MkdirAll(keyDir, 0o700); err != nil {
+			return nil, fmt.Errorf("pki: creating directory %q for the root key: %w", keyDir, err)
+		}
+	}
 	if result.Files, err = set.write(cfg.Force); err != nil {
 		return nil, err
 	}

@@ -1390,3 +1390,22 @@ func TestInitWithForceLeavesTheOldSetWholeWhenAFileCannotBeReplaced(t *testing.T
 		t.Error("ca.crt was replaced although the set could not be written whole")
 	}
 }
+
+func TestInitMakesTheRootKeyDirectory(t *testing.T) {
+	t.Parallel()
+	base := t.TempDir()
+	keyPath := filepath.Join(base, "offline", "root.key")
+	if _, err := pki.Init(pki.InitConfig{Dir: filepath.Join(base, "certs"), Intermediate: true, RootKeyPath: keyPath}); err != nil {
+		t.Fatal(err)
+	}
+	info, err := os.Stat(filepath.Dir(keyPath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Mode().Perm() != 0o700 {
+		t.Errorf("root key directory mode %o, want 700", info.Mode().Perm())
+	}
+	if info, err := os.Stat(keyPath); err != nil || info.Mode().Perm() != 0o600 {
+		t.Errorf("root key: %v, mode %v; want a 0600 file", err, info)
+	}
+}
