@@ -2,9 +2,11 @@ package server
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"crypto/x509"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,7 +23,8 @@ type revocations struct {
 
 // crlSet is one loaded CRL file.
 type crlSet struct {
-	lists []*x509.RevocationList
+	lists  []*x509.RevocationList
+	digest [sha256.Size]byte // of the file, to skip reloads of an unchanged one
 	// verified caches which issuer certificate each list's signature was
 	// checked against, so a handshake pays for a signature check once per
 	// list and issuer rather than every time.
@@ -39,22 +42,30 @@ func loadRevocations(path string) (*revocations, error) {
 }
 
 func readCRLSet(path string) (*crlSet, error) {
-	lists, err := pki.LoadCRLs(path)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("pki: reading revocation list: %w", err)
+	}
+	lists, err := pki.ParseCRLs(path, data)
 	if err != nil {
 		return nil, err
 	}
-	return &crlSet{lists: lists}, nil
+	return &crlSet{lists: lists, digest: sha256.Sum256(data)}, nil
 }
 
-// reload re-reads the CRL file and reports whether it loaded. A file that
-// does not parse is refused with a log line, and the lists already loaded
-// stay in force.
-func (r *revocations) reload(log *slog.Logger) bool {
+// reload re-reads the CRL file and reports whether a new list is in force;
+// an unchanged file is left alone unless always is set. A file that does
+// not parse is refused with a log line and the error, and the lists
+// already loaded stay in force.
+func (r *revocations) reload(log *slog.Logger, always bool) (bool, error) {
 	set, err := readCRLSet(r.path)
 	if err != nil {
 		log.Error("revocation list not reloaded; the previous one stays in force",
 			"file", r.path, KeyError, err.Error())
-		return false
+		return false, err
+	}
+	if !always && set.digest == r.current.Load().digest {
+		return false, nil
 	}
 	r.current.Store(set)
 	for _, crl := range set.lists {
@@ -66,7 +77,7 @@ func (r *revocations) reload(log *slog.Logger) bool {
 				"file", r.path, "issuer", crl.Issuer.String())
 		}
 	}
-	return true
+	return true, nil
 }
 
 // check refuses a verified chain in which any certificate is listed as

@@ -365,7 +365,7 @@ func (s *Server) loadMaterial() error {
 func (s *Server) Reload() error {
 	err := s.reloadCredentials()
 	if s.crls != nil {
-		s.reloadCRL()
+		s.refreshCRL(true)
 	}
 	return err
 }
@@ -400,11 +400,17 @@ func (s *Server) reloadCredentials() error {
 	return nil
 }
 
-func (s *Server) reloadCRL() {
-	if s.crls.reload(s.log) {
-		s.metrics.reloads.WithLabelValues("crl", "ok").Inc()
-	} else {
+func (s *Server) reloadCRL() { s.refreshCRL(false) }
+
+// refreshCRL reloads the revocation list; always logs what is in force even
+// when the file has not changed.
+func (s *Server) refreshCRL(always bool) {
+	loaded, err := s.crls.reload(s.log, always)
+	switch {
+	case err != nil:
 		s.metrics.reloads.WithLabelValues("crl", "failed").Inc()
+	case loaded:
+		s.metrics.reloads.WithLabelValues("crl", "ok").Inc()
 	}
 }
 
@@ -446,7 +452,7 @@ func (s *Server) verifyConnection(state tls.ConnectionState) error {
 // watch re-reads credential files and the revocation list when they change.
 func (s *Server) watch(ctx context.Context) error {
 	if s.crls != nil {
-		s.reloadCRL() // logs what is in force
+		s.refreshCRL(true) // logs what is in force
 		if err := watchFiles(ctx, s.log, []string{s.crls.path}, s.reloadCRL); err != nil {
 			return fmt.Errorf("server: watching %s: %w", s.crls.path, err)
 		}
