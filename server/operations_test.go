@@ -189,6 +189,28 @@ func TestRotationUnderLoad(t *testing.T) {
 		t.Errorf("a client of the new CA is refused after the old CA left: %v", err)
 	}
 
+	// What every reload must keep: ALPN offering h2, and a client
+	// certificate required.
+	conn, err := tls.Dial("tcp", srv.Addr, &tls.Config{
+		RootCAs: newCA.Pool(), ServerName: "localhost", NextProtos: []string{"h2", "http/1.1"},
+		Certificates: []tls.Certificate{newClient.TLSCertificate()},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if alpn := conn.ConnectionState().NegotiatedProtocol; alpn != "h2" {
+		t.Errorf("after the reloads ALPN chose %q, want h2", alpn)
+	}
+	conn.Close()
+	anonymous, err := client.New(srv.URL, client.WithRootCAs(newCA.Pool()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer anonymous.Close()
+	if _, err := anonymous.Echo(callContext(t), client.Connect, "no certificate"); err == nil {
+		t.Error("after the reloads a client without a certificate was served")
+	}
+
 	reloads := 0
 	for _, line := range srv.Logs() {
 		if line["msg"] == "certificates reloaded" {
