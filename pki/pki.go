@@ -183,16 +183,7 @@ type Authority struct {
 // certificates, and Go's verifier, like others, would then limit every leaf
 // below it to the usages listed.
 func NewAuthority(commonName string, opts ...Option) (*Authority, error) {
-	o := resolve(DefaultCAValidity, nil, opts)
-	if err := o.validate(); err != nil {
-		return nil, err
-	}
-	key, err := o.signer()
-	if err != nil {
-		return nil, err
-	}
-
-	template, err := newTemplate(commonName, o)
+	_, key, template, err := prepare(commonName, DefaultCAValidity, nil, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -241,16 +232,7 @@ func (a *Authority) IssueClient(commonName string, opts ...Option) (*Issued, err
 // Issue signs a leaf certificate named commonName with the given default
 // extended key usages; [WithUsage] replaces them.
 func (a *Authority) Issue(commonName string, usages []x509.ExtKeyUsage, opts ...Option) (*Issued, error) {
-	o := resolve(DefaultLeafValidity, usages, opts)
-	if err := o.validate(); err != nil {
-		return nil, err
-	}
-	key, err := o.signer()
-	if err != nil {
-		return nil, err
-	}
-
-	template, err := newTemplate(commonName, o)
+	o, key, template, err := prepare(commonName, DefaultLeafValidity, usages, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -276,16 +258,7 @@ func (a *Authority) Issue(commonName string, usages []x509.ExtKeyUsage, opts ...
 // [WithIssuedAt], and [WithUsage], which puts an extended key usage list on
 // the intermediate and so limits what the leaves below it may be used for.
 func (a *Authority) NewIntermediate(commonName string, opts ...Option) (*Authority, error) {
-	o := resolve(DefaultCAValidity, nil, opts)
-	if err := o.validate(); err != nil {
-		return nil, err
-	}
-	key, err := o.signer()
-	if err != nil {
-		return nil, err
-	}
-
-	template, err := newTemplate(commonName, o)
+	o, key, template, err := prepare(commonName, DefaultCAValidity, nil, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -306,15 +279,7 @@ func (a *Authority) NewIntermediate(commonName string, opts ...Option) (*Authori
 // NewSelfSigned makes a leaf certificate that signs itself: no CA vouches
 // for it. Tests use it to check that a server refuses exactly that.
 func NewSelfSigned(commonName string, usages []x509.ExtKeyUsage, opts ...Option) (*Issued, error) {
-	o := resolve(DefaultLeafValidity, usages, opts)
-	if err := o.validate(); err != nil {
-		return nil, err
-	}
-	key, err := o.signer()
-	if err != nil {
-		return nil, err
-	}
-	template, err := newTemplate(commonName, o)
+	o, key, template, err := prepare(commonName, DefaultLeafValidity, usages, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -405,6 +370,29 @@ func SerialHex(cert *x509.Certificate) string {
 		return ""
 	}
 	return cert.SerialNumber.Text(16)
+}
+
+// prepare resolves the options and makes the key and the certificate
+// template every kind of certificate starts from.
+func prepare(
+	commonName string,
+	validFor time.Duration,
+	usages []x509.ExtKeyUsage,
+	opts []Option,
+) (*certOptions, crypto.Signer, *x509.Certificate, error) {
+	o := resolve(validFor, usages, opts)
+	if err := o.validate(); err != nil {
+		return nil, nil, nil, err
+	}
+	key, err := o.signer()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	template, err := newTemplate(commonName, o)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return o, key, template, nil
 }
 
 func resolve(validFor time.Duration, usages []x509.ExtKeyUsage, opts []Option) *certOptions {
