@@ -317,7 +317,7 @@ func (s *Fixtures) Write(dir string, force bool) ([]string, error) {
 		CRL:    RevokedCRLFile,
 		CRLNote: "the revoked fixture is refused only by a server that loads " + RevokedCRLFile +
 			" (echoloop serve --crl " + RevokedCRLFile + ", or your server's equivalent); the list is " +
-			"current for " + CRLValidity.String() + " from when it was written",
+			fmt.Sprintf("current for %d days from when it was written", int(CRLValidity.Hours()/24)),
 	}
 	set := fileSet{}
 	for _, f := range s.List {
