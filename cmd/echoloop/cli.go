@@ -22,6 +22,7 @@ type commandLine struct {
 	Demo   demoCmd   `cmd:"" help:"Run the whole tour: temporary PKI, server, every protocol, side by side."`
 	Health healthCmd `cmd:"" help:"Ask a server's grpc.health.v1 service whether it is serving."`
 	Doctor doctorCmd `cmd:"" help:"Check an mTLS client setup step by step against any server, and say what to fix."`
+	Audit  auditCmd  `cmd:"" help:"Try every kind of client certificate on any mTLS server, on every protocol, and report which it wrongly accepts."`
 	PKI    pkiCmd    `cmd:"" name:"pki" help:"Make development certificates."`
 }
 
@@ -33,6 +34,8 @@ func commandVars() kong.Vars {
 		"default_ca_valid_for":   pki.DefaultCAValidity.String(),
 		"default_leaf_valid_for": pki.DefaultLeafValidity.String(),
 		"reasons":                strings.Join(pki.ReasonNames(), ", "),
+		"default_procedure":      client.DefaultAuditProcedure,
+		"default_path":           client.PlainHTTPPath,
 	}
 	for k, v := range serveVars() {
 		vars[k] = v

@@ -21,6 +21,8 @@ type pkiCmd struct {
 	Issue   pkiIssueCmd   `cmd:"" help:"Issue a server or client certificate from the CA in --certs."`
 	Revoke  pkiRevokeCmd  `cmd:"" help:"Revoke a certificate: add it to the CA's revocation list (ca.crl)."`
 	Inspect pkiInspectCmd `cmd:"" help:"Show what certificates and revocation lists hold, and whether they chain to the CA."`
+	// Fixtures writes what `echoloop audit --fixtures` reads.
+	Fixtures pkiFixturesCmd `cmd:"" help:"Write every client certificate case a server must get right, with manifest.json, for echoloop audit."`
 }
 
 // keyTypeFlag is the --key-type flag shared by init and issue.
