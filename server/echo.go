@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/descriptorpb"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	echov1 "github.com/echoloop/echoloop/gen/echo/v1"
 	"github.com/echoloop/echoloop/gen/echo/v1/echov1connect"
@@ -62,10 +63,9 @@ func (echoService) Echo(
 	ctx context.Context,
 	req *connect.Request[echov1.EchoRequest],
 ) (*connect.Response[echov1.EchoResponse], error) {
-	delay := req.Msg.GetDelay().AsDuration()
-	if err := req.Msg.GetDelay().CheckValid(); req.Msg.GetDelay() != nil && (err != nil || delay < 0 || delay > maxDelay) {
-		return nil, connect.NewError(connect.CodeInvalidArgument,
-			fmt.Errorf("delay must be between 0 and %s", maxDelay))
+	delay, err := bounded("delay", req.Msg.GetDelay(), maxDelay)
+	if err != nil {
+		return nil, err
 	}
 	if delay > 0 {
 		if err := sleep(ctx, delay); err != nil {
@@ -88,15 +88,13 @@ func (echoService) EchoStream(
 	if count == 0 {
 		count = 1
 	}
-	interval := req.Msg.GetInterval().AsDuration()
-	switch {
-	case count > maxStreamCount:
+	if count > maxStreamCount {
 		return connect.NewError(connect.CodeInvalidArgument,
 			fmt.Errorf("count %d is over the limit of %d", count, maxStreamCount))
-	case req.Msg.GetInterval().CheckValid() != nil && req.Msg.GetInterval() != nil,
-		interval < 0, interval > maxStreamInterval:
-		return connect.NewError(connect.CodeInvalidArgument,
-			fmt.Errorf("interval must be between 0 and %s", maxStreamInterval))
+	}
+	interval, err := bounded("interval", req.Msg.GetInterval(), maxStreamInterval)
+	if err != nil {
+		return err
 	}
 
 	for i := uint32(1); i <= count; i++ {
@@ -138,6 +136,20 @@ func (echoService) EchoChat(
 			return err
 		}
 	}
+}
+
+// bounded reads an optional duration field and refuses one that is
+// malformed, negative or over limit.
+func bounded(field string, d *durationpb.Duration, limit time.Duration) (time.Duration, error) {
+	if d == nil {
+		return 0, nil
+	}
+	value := d.AsDuration()
+	if d.CheckValid() != nil || value < 0 || value > limit {
+		return 0, connect.NewError(connect.CodeInvalidArgument,
+			fmt.Errorf("%s must be between 0 and %s", field, limit))
+	}
+	return value, nil
 }
 
 // echoOf is the answer to one message: the message, the verified identity

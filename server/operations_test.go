@@ -681,3 +681,27 @@ func TestMetricsMoveAsTheServerWorks(t *testing.T) {
 		}
 	}
 }
+
+func TestOutOfBoundsRequestsAreInvalid(t *testing.T) {
+	t.Parallel()
+	srv := servertest.Start(t)
+	c, err := client.New(srv.URL, client.WithRootCAs(srv.CA.Pool()), client.WithCertificate(srv.Client.TLSCertificate()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+
+	_, err = c.Call(callContext(t), client.HTTP, &echov1.EchoRequest{Delay: durationpb.New(time.Hour)})
+	if connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "delay must be between") {
+		t.Errorf("an hour's delay: %v, want invalid_argument", err)
+	}
+	for _, req := range []*echov1.EchoStreamRequest{
+		{Count: 10001},
+		{Count: 2, Interval: durationpb.New(-time.Second)},
+	} {
+		err := c.EchoStream(callContext(t), client.GRPC, req, func(*echov1.EchoStreamResponse) error { return nil })
+		if connect.CodeOf(err) != connect.CodeInvalidArgument {
+			t.Errorf("stream %v: %v, want invalid_argument", req, err)
+		}
+	}
+}
