@@ -86,10 +86,8 @@ func (c *demoCmd) Run(ctx context.Context, out *output) error {
 		fmt.Fprintf(out.out, "  %s\n", line)
 	}
 	fmt.Fprintf(out.out, "\nthe server logged each refused handshake:\n")
-	for _, line := range logs.lines() {
-		if strings.Contains(line, "handshake refused") {
-			fmt.Fprintf(out.out, "  %s\n", line)
-		}
+	for _, line := range logs.refusals(len(refusals), 2*time.Second) {
+		fmt.Fprintf(out.out, "  %s\n", line)
 	}
 
 	if agreement != nil {
@@ -148,4 +146,23 @@ func (b *lockedBuffer) lines() []string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return strings.Split(strings.TrimSpace(b.buf.String()), "\n")
+}
+
+// refusals returns the refused-handshake lines logged so far, waiting up
+// to wait for n of them: the server writes its line after it has sent the
+// alert, so the client can hear of a refusal before the line exists.
+func (b *lockedBuffer) refusals(n int, wait time.Duration) []string {
+	deadline := time.Now().Add(wait)
+	for {
+		var found []string
+		for _, line := range b.lines() {
+			if strings.Contains(line, "tls handshake refused") {
+				found = append(found, line)
+			}
+		}
+		if len(found) >= n || time.Now().After(deadline) {
+			return found
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -46,6 +46,10 @@ func TestDemoPasses(t *testing.T) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}
 	}
+	// One refused handshake per protocol, each shown with its log line.
+	if n := strings.Count(out, `msg="tls handshake refused"`); n != 4 {
+		t.Errorf("demo shows %d refused-handshake log lines, want 4:\n%s", n, out)
+	}
 }
 
 func TestPKIInitServeCall(t *testing.T) {
