@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -52,6 +53,53 @@ func serveVars() map[string]string {
 		"default_max_streams":     fmt.Sprint(server.DefaultMaxConcurrentStreams),
 		"default_max_connections": fmt.Sprint(server.DefaultMaxConnections),
 	}
+}
+
+// Validate is kong's hook for the checks the flags' types cannot make; it
+// names every flag that is out of range, so one run shows them all.
+func (c *serveCmd) Validate() error {
+	var problems []string
+	positive := []struct {
+		flag  string
+		value time.Duration
+	}{
+		{"--read-header-timeout", c.ReadHeaderTimeout},
+		{"--idle-timeout", c.IdleTimeout},
+		{"--handshake-timeout", c.HandshakeTimeout},
+		{"--drain-timeout", c.DrainTimeout},
+	}
+	for _, p := range positive {
+		if p.value <= 0 {
+			problems = append(problems, fmt.Sprintf("%s must be positive, got %s", p.flag, p.value))
+		}
+	}
+	if c.MaxMessageBytes <= 0 || c.MaxMessageBytes > 1<<30 {
+		problems = append(problems, fmt.Sprintf("--max-message-bytes must be between 1 and %d (1 GiB), got %d",
+			1<<30, c.MaxMessageBytes))
+	}
+	if c.MaxHeaderBytes < 1<<10 {
+		problems = append(problems, fmt.Sprintf("--max-header-bytes must be at least 1024, got %d",
+			c.MaxHeaderBytes))
+	}
+	if c.MaxConcurrentStreams == 0 {
+		problems = append(problems, "--max-concurrent-streams must be positive, got 0")
+	}
+	if c.MaxConnections <= 0 {
+		problems = append(problems, fmt.Sprintf("--max-connections must be positive, got %d", c.MaxConnections))
+	}
+	for _, a := range []struct{ flag, value string }{{"--addr", c.Addr}, {"--metrics-addr", c.MetricsAddr}} {
+		if a.value == "" && a.flag == "--metrics-addr" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(a.value); err != nil {
+			problems = append(problems, fmt.Sprintf("%s %q is not HOST:PORT (for example :8443 or "+
+				"127.0.0.1:9464)", a.flag, a.value))
+		}
+	}
+	if len(problems) > 0 {
+		return errors.New(strings.Join(problems, "; "))
+	}
+	return nil
 }
 
 func (c *serveCmd) Run(ctx context.Context, out *output) error {
