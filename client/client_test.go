@@ -133,8 +133,9 @@ func TestRefusedOnEveryProtocol(t *testing.T) {
 			name:      "refused/no certificate",
 			opts:      []client.Option{client.WithRootCAs(srv.CA.Pool())},
 			wantCause: "requires a client certificate and none was sent",
-			wantFix:   "--cert",
-			wantLog:   "no_certificate",
+			wantFix: `--cert and --key (or --certs DIR holding client.crt and client.key) with a ` +
+				`certificate issued by the CA the server asked for ("CN=servertest CA`,
+			wantLog: "no_certificate",
 		},
 		{
 			name: "refused/foreign CA",

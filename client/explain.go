@@ -218,8 +218,11 @@ func (c *Client) diagnoseAlert(alert string) (cause, fix string) {
 	switch alert {
 	case "certificate required":
 		if c.opts.cert == nil {
-			return "the server requires a client certificate and none was sent",
-				"pass --cert and --key (or --certs DIR holding client.crt and client.key)"
+			fix := "pass --cert and --key (or --certs DIR holding client.crt and client.key)"
+			if asked != "" {
+				fix += " with a certificate issued by " + asked
+			}
+			return "the server requires a client certificate and none was sent", fix
 		}
 		return fmt.Sprintf("the server refused %s as missing", certName),
 			"present a certificate issued by " + orUnknown(asked)
