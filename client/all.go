@@ -14,9 +14,12 @@ import (
 
 // Result is one protocol's answer to [Client.EchoAll].
 type Result struct {
+	// Protocol is the protocol the call was made with.
 	Protocol Protocol
+	// Response is the server's answer; nil when Err is set.
 	Response *echov1.EchoResponse
-	Err      error
+	// Err is why the call failed, an [*Error] when the cause is known.
+	Err error
 }
 
 // EchoAll makes the same Echo call over every protocol at once, each on its

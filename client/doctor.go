@@ -44,12 +44,17 @@ type Step struct {
 // DoctorConfig names what the doctor checks: the files a client would use
 // and the server it would call. The server need not be echoloop.
 type DoctorConfig struct {
-	URL        string
-	CAFile     string
-	CertFile   string
-	KeyFile    string
+	// URL is the server, https://host:port.
+	URL string
+	// CAFile is the PEM bundle the server's certificate must chain to.
+	CAFile string
+	// CertFile and KeyFile are the client certificate chain and its key.
+	CertFile, KeyFile string
+	// ServerName is the name the server's certificate must cover, when
+	// the URL's host is not it.
 	ServerName string
-	Timeout    time.Duration // per network step; default 10s
+	// Timeout bounds each network step. Default 10 seconds.
+	Timeout time.Duration
 }
 
 // Doctor checks an mTLS client setup step by step — first the files on

@@ -34,8 +34,10 @@ type Error struct {
 	Err error
 }
 
+// Error returns the cause and the fix in one line.
 func (e *Error) Error() string { return e.Cause + "; " + e.Fix }
 
+// Unwrap returns the error as the TLS stack or transport reported it.
 func (e *Error) Unwrap() error { return e.Err }
 
 // explain turns a transport or TLS failure into an [*Error]. Errors it does

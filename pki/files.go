@@ -76,8 +76,10 @@ type InitResult struct {
 	// Intermediate is the CA that signed the leaves when one was asked
 	// for; nil otherwise.
 	Intermediate *Authority
-	Server       *Issued
-	Client       *Issued
+	// Server is the server certificate, for localhost and the extra SANs.
+	Server *Issued
+	// Client is the client certificate, named by ClientName.
+	Client *Issued
 	// Files lists the paths written, in the order written.
 	Files []string
 }

@@ -410,7 +410,7 @@ func loadIssued(certPath, keyPath string) (*Issued, error) {
 		return nil, err
 	}
 	if err := checkKeyMatches(certs[0], key); err != nil {
-		return nil, fmt.Errorf("%q and %q do not belong together: %w", certPath, keyPath, err)
+		return nil, fmt.Errorf("pki: %q and %q do not belong together: %w", certPath, keyPath, err)
 	}
 	return &Issued{Certificate: certs[0], Key: key, Chain: certs[1:]}, nil
 }

@@ -6,7 +6,8 @@ import (
 	"time"
 )
 
-// Inspection is what `echoloop pki inspect` shows of one certificate.
+// Inspection is what `echoloop pki inspect` shows of one certificate: one
+// field per row of its output, under the JSON names `--json` prints.
 type Inspection struct {
 	File           string    `json:"file"`
 	Index          int       `json:"index"` // position in the file, from 1

@@ -11,11 +11,11 @@ type doctorCmd struct {
 	clientFlags `embed:""`
 }
 
-// Run prints the checklist as it goes, so a slow or hanging step shows
-// where it is, and fails when a step fails.
 // Validate is kong's hook for checks its types cannot make.
 func (c *doctorCmd) Validate() error { return c.validate() }
 
+// Run prints the checklist as it goes, so a slow or hanging step shows
+// where it is, and fails when a step fails.
 func (c *doctorCmd) Run(ctx context.Context, out *output) error {
 	caFile, certFile, keyFile := c.paths("client")
 	fmt.Fprintf(out.out, "checking %s with %s\n\n", c.URL, certFile)
