@@ -12,6 +12,7 @@ import (
 
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
+	"connectrpc.com/grpcreflect"
 
 	"github.com/echoloop/echoloop/gen/echo/v1/echov1connect"
 )
@@ -72,8 +73,9 @@ func (s *Server) logCalls(next http.Handler) http.Handler {
 		}
 		code, elapsed := rec.code(info.protocol), time.Since(start)
 		if procedure != metricsPath {
-			s.metrics.calls.WithLabelValues(info.protocol, procedure, code).Inc()
-			s.metrics.callDuration.WithLabelValues(info.protocol, procedure).Observe(elapsed.Seconds())
+			label := metricsProcedure(procedure)
+			s.metrics.calls.WithLabelValues(info.protocol, label, code).Inc()
+			s.metrics.callDuration.WithLabelValues(info.protocol, label).Observe(elapsed.Seconds())
 		}
 		attrs := []any{
 			KeyProcedure, procedure,
@@ -93,6 +95,29 @@ func (s *Server) logCalls(next http.Handler) http.Handler {
 		}
 		s.log.Log(r.Context(), level, "call", attrs...)
 	})
+}
+
+// servedProcedures are the procedures the port serves. Metrics label only
+// these by name: a label per path a client made up would grow the series
+// without bound.
+var servedProcedures = map[string]bool{
+	echov1connect.EchoServiceEchoProcedure:                                true,
+	echov1connect.EchoServiceEchoStreamProcedure:                          true,
+	echov1connect.EchoServiceEchoChatProcedure:                            true,
+	"/" + grpchealth.HealthV1ServiceName + "/Check":                       true,
+	"/" + grpchealth.HealthV1ServiceName + "/Watch":                       true,
+	"/" + grpcreflect.ReflectV1ServiceName + "/ServerReflectionInfo":      true,
+	"/" + grpcreflect.ReflectV1AlphaServiceName + "/ServerReflectionInfo": true,
+}
+
+// otherProcedure is the metrics label of every path the port does not serve.
+const otherProcedure = "other"
+
+func metricsProcedure(procedure string) string {
+	if servedProcedures[procedure] {
+		return procedure
+	}
+	return otherProcedure
 }
 
 // responseRecorder passes a response through while keeping what the access

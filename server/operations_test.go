@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -617,45 +618,95 @@ func TestConnectionCap(t *testing.T) {
 
 func TestMetricsMoveAsTheServerWorks(t *testing.T) {
 	t.Parallel()
-	srv := servertest.Start(t, server.WithMetricsAddr("127.0.0.1:0"))
+	srv := servertest.StartWithFiles(t, t.TempDir(), server.WithMetricsAddr("127.0.0.1:0"))
 	hc := mtlsHTTPClient(t, srv)
+	c := newTestClient(t, srv, srv.Client)
 
-	// One call per protocol, and one refused handshake.
-	c, err := client.New(srv.URL, client.WithRootCAs(srv.CA.Pool()), client.WithCertificate(srv.Client.TLSCertificate()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	// One call per protocol, one call refused as invalid, one refused
+	// handshake, paths the port does not serve, a reload that takes and
+	// one that is refused.
 	for _, p := range client.Protocols() {
 		if _, err := c.Echo(callContext(t), p, "counted"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	anonymous, err := client.New(srv.URL, client.WithRootCAs(srv.CA.Pool()))
-	if err != nil {
-		t.Fatal(err)
+	_, err := c.Call(callContext(t), client.HTTP, &echov1.EchoRequest{Delay: durationpb.New(time.Hour)})
+	if connect.CodeOf(err) != connect.CodeInvalidArgument {
+		t.Fatalf("an hour's delay: %v, want invalid_argument", err)
 	}
-	t.Cleanup(anonymous.Close)
+	anonymous := newTestClient(t, srv, nil)
 	_, _ = anonymous.Echo(callContext(t), client.GRPC, "refused")
 	srv.WaitForRefusals(t, server.ReasonNoCertificate, 1)
-
-	resp, err := hc.Get(srv.URL + "/metrics")
+	for _, path := range []string{"/made/up/1", "/made/up/2", "/echo.v1.EchoService/Nope"} {
+		resp, err := hc.Post(srv.URL+path, "application/json", strings.NewReader("{}"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	next, err := srv.CA.IssueServer(pki.DefaultServerNames)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	text := string(body)
+	srv.WriteServerCertificate(t, next)
+	waitFor(t, "the new certificate is presented", func() bool {
+		return presentedSerial(t, srv, []*pki.Authority{srv.CA}, srv.Client) == pki.SerialHex(next.Certificate)
+	})
+	garbage := []byte("not a certificate\n")
+	if err := pki.WriteFile(filepath.Join(srv.CertDir, pki.ServerCertFile), garbage, pki.CertFileMode); err != nil {
+		t.Fatal(err)
+	}
+
+	scrape := func(url string, hc *http.Client) string {
+		t.Helper()
+		resp, err := hc.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return string(body)
+	}
+	var text string
+	waitFor(t, "the refused reload is counted", func() bool {
+		text = scrape(srv.URL+"/metrics", hc)
+		return metricValue(text, `echoloop_reloads_total{result="failed",what="certificates"}`) >= 1
+	})
+
+	echo := `procedure="/echo.v1.EchoService/Echo"`
+	for series, want := range map[string]float64{
+		`echoloop_calls_total{code="ok",` + echo + `,protocol="connect"}`:             1,
+		`echoloop_calls_total{code="ok",` + echo + `,protocol="grpc"}`:                1,
+		`echoloop_calls_total{code="ok",` + echo + `,protocol="grpc-web"}`:            1,
+		`echoloop_calls_total{code="ok",` + echo + `,protocol="http"}`:                1,
+		`echoloop_calls_total{code="invalid_argument",` + echo + `,protocol="http"}`:  1,
+		`echoloop_handshakes_refused_total{reason="no_certificate"}`:                  1,
+		`echoloop_call_duration_seconds_count{` + echo + `,protocol="grpc"}`:          1,
+		`echoloop_calls_total{code="not_found",procedure="other",protocol="connect"}`: 3,
+	} {
+		if got := metricValue(text, series); got != want {
+			t.Errorf("%s = %v, want %v", series, got, want)
+		}
+	}
+	if got := metricValue(text, `echoloop_reloads_total{result="ok",what="certificates"}`); got < 1 {
+		t.Errorf("successful certificate reloads = %v, want at least 1", got)
+	}
+	for _, want := range []string{
+		`echoloop_certificate_expiry_seconds{role="server"`,
+		`echoloop_certificate_expiry_seconds{role="client_ca"`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if strings.Contains(text, "/made/up") || strings.Contains(text, "EchoService/Nope") {
+		t.Error("/metrics has a series for a path the port does not serve")
+	}
 
 	// The plain address serves the same figures, and /healthz, to anyone
 	// on the machine.
-	plain, err := http.Get("http://" + srv.Server.MetricsAddr() + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	plainBody, _ := io.ReadAll(plain.Body)
-	plain.Body.Close()
-	if !strings.Contains(string(plainBody), "echoloop_calls_total") {
+	plain := scrape("http://"+srv.Server.MetricsAddr()+"/metrics", http.DefaultClient)
+	if metricValue(plain, `echoloop_calls_total{code="ok",`+echo+`,protocol="grpc"}`) != 1 {
 		t.Error("the plain metrics address does not serve the calls counter")
 	}
 	health, err := http.Get("http://" + srv.Server.MetricsAddr() + "/healthz")
@@ -666,20 +717,23 @@ func TestMetricsMoveAsTheServerWorks(t *testing.T) {
 	if health.StatusCode != http.StatusOK {
 		t.Errorf("/healthz answered %d, want 200 while serving", health.StatusCode)
 	}
-	for _, want := range []string{
-		`echoloop_calls_total{code="ok",procedure="/echo.v1.EchoService/Echo",protocol="connect"} 1`,
-		`echoloop_calls_total{code="ok",procedure="/echo.v1.EchoService/Echo",protocol="grpc"} 1`,
-		`echoloop_calls_total{code="ok",procedure="/echo.v1.EchoService/Echo",protocol="grpc-web"} 1`,
-		`echoloop_calls_total{code="ok",procedure="/echo.v1.EchoService/Echo",protocol="http"} 1`,
-		`echoloop_handshakes_refused_total{reason="no_certificate"}`,
-		`echoloop_certificate_expiry_seconds{role="server"`,
-		`echoloop_certificate_expiry_seconds{role="client_ca"`,
-		`echoloop_call_duration_seconds_bucket{procedure="/echo.v1.EchoService/Echo",protocol="grpc"`,
-	} {
-		if !strings.Contains(text, want) {
-			t.Errorf("/metrics lacks %s", want)
+}
+
+// metricValue reads one series' value from the Prometheus text format; -1
+// when the series is absent.
+func metricValue(text, series string) float64 {
+	for _, line := range strings.Split(text, "\n") {
+		value, found := strings.CutPrefix(line, series+" ")
+		if !found {
+			continue
 		}
+		v, err := strconv.ParseFloat(value, 64)
+		if err != nil {
+			return -1
+		}
+		return v
 	}
+	return -1
 }
 
 func TestOutOfBoundsRequestsAreInvalid(t *testing.T) {

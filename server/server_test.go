@@ -29,6 +29,22 @@ func callContext(t *testing.T) context.Context {
 	return ctx
 }
 
+// newTestClient is an echoloop client that trusts srv's CA and presents
+// cert (none when nil), closed when the test ends.
+func newTestClient(t *testing.T, srv *servertest.Server, cert *pki.Issued, opts ...client.Option) *client.Client {
+	t.Helper()
+	all := []client.Option{client.WithRootCAs(srv.CA.Pool())}
+	if cert != nil {
+		all = append(all, client.WithCertificate(cert.TLSCertificate()))
+	}
+	c, err := client.New(srv.URL, append(all, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
 // mtlsHTTPClient is a bare net/http client with the test client certificate,
 // for requests no RPC client would send.
 func mtlsHTTPClient(t *testing.T, srv *servertest.Server) *http.Client {
