@@ -137,7 +137,7 @@ func TestCurl(t *testing.T) {
 		if err == nil {
 			t.Fatalf("curl without a certificate got an answer: %s", out)
 		}
-		if !strings.Contains(string(out), "alert") {
+		if !strings.Contains(string(out), "alert certificate required") {
 			t.Errorf("curl's error does not name the TLS alert: %s", out)
 		}
 	})

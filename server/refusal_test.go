@@ -7,11 +7,13 @@ package server_test
 import (
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/grpc/codes"
 
 	"github.com/echoloop/echoloop/client"
 	echov1 "github.com/echoloop/echoloop/gen/echo/v1"
@@ -398,6 +400,28 @@ func TestPolicy(t *testing.T) {
 		if _, err := c.Health(callContext(t)); connect.CodeOf(err) != connect.CodePermissionDenied {
 			t.Errorf("health: %v, want permission_denied", err)
 		}
+		if code := reflectionCode(t, srv, cert); code != codes.PermissionDenied {
+			t.Errorf("reflection for mallory: %v, want PermissionDenied", code)
+		}
+		alice := issued(t, func() (*pki.Issued, error) { return srv.CA.IssueClient("alice") })
+		if code := reflectionCode(t, srv, alice); code != codes.OK {
+			t.Errorf("reflection for alice: %v, want OK", code)
+		}
+	})
+
+	// The server names each denied client in its log.
+	t.Cleanup(func() {
+		waitFor(t, "denials are logged", func() bool {
+			for _, line := range srv.Logs() {
+				if line["msg"] == "call denied by policy" && line[server.KeyPeerCN] == "mallory" &&
+					line[server.KeyPeerSubject] == "CN=mallory,O=echoloop development" &&
+					len(fmt.Sprint(line[server.KeyPeerSHA256])) == 64 &&
+					line[server.KeyProcedure] == "/echo.v1.EchoService/Echo" {
+					return true
+				}
+			}
+			return false
+		})
 	})
 }
 
