@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/echoloop/echoloop/client"
 	"github.com/echoloop/echoloop/pki"
@@ -67,6 +68,30 @@ func TestDoctorStopsAtTheFirstFailure(t *testing.T) {
 	if err := os.WriteFile(foreignKeyFile, foreignKey, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// writePair writes a freshly issued certificate and key as name.crt
+	// and name.key.
+	writePair := func(name string) func(*pki.Issued, error) (string, string) {
+		return func(issued *pki.Issued, err error) (string, string) {
+			t.Helper()
+			if err != nil {
+				t.Fatal(err)
+			}
+			key, _ := issued.KeyPEM()
+			certPath, keyPath := filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
+			if err := os.WriteFile(certPath, issued.CertificatePEM(), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(keyPath, key, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return certPath, keyPath
+		}
+	}
+	now := time.Now()
+	expiredCert, expiredKey := writePair("expired")(srv.CA.IssueClient("old",
+		pki.WithValidity(now.Add(-48*time.Hour), now.Add(-time.Hour))))
+	serverAsClient, serverAsClientKey := writePair("server")(srv.CA.IssueServer(pki.DefaultServerNames))
+
 	closed, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -86,6 +111,12 @@ func TestDoctorStopsAtTheFirstFailure(t *testing.T) {
 		{"refused/key of another certificate",
 			client.DoctorConfig{URL: srv.URL, CAFile: caFile, CertFile: certFile, KeyFile: foreignKeyFile},
 			"key belongs to the certificate", "not a pair"},
+		{"refused/expired certificate",
+			client.DoctorConfig{URL: srv.URL, CAFile: caFile, CertFile: expiredCert, KeyFile: expiredKey},
+			"client certificate is valid now", "has expired: valid until"},
+		{"refused/server certificate as the client's",
+			client.DoctorConfig{URL: srv.URL, CAFile: caFile, CertFile: serverAsClient, KeyFile: serverAsClientKey},
+			"client certificate is for client authentication", "extended key usages are serverAuth"},
 		{"refused/nothing listening",
 			client.DoctorConfig{URL: closedURL, CAFile: caFile, CertFile: certFile, KeyFile: keyFile},
 			"TCP connection", "refused"},

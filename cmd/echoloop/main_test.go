@@ -526,3 +526,30 @@ func TestCallStreamAndChat(t *testing.T) {
 		t.Errorf("stream over http: exit %d, %q", code, errOut)
 	}
 }
+
+func TestDoctorExitCodeSaysPassOrFail(t *testing.T) {
+	t.Parallel()
+	certs, other := t.TempDir(), t.TempDir()
+	for _, dir := range []string{certs, other} {
+		if _, errOut, code := runCommand(t.Context(), "pki", "init", "--certs", dir); code != exitOK {
+			t.Fatal(errOut)
+		}
+	}
+	url := startServe(t, certs, "--certs", certs)
+
+	out, errOut, code := runCommand(t.Context(), "doctor", "--certs", certs, "--url", url)
+	if code != exitOK || !strings.HasSuffix(out, "all checks passed\n") || strings.Contains(out, "[FAIL]") {
+		t.Errorf("doctor with the right files: exit %d\n%s%s", code, out, errOut)
+	}
+
+	// A client certificate from another pki init: the server refuses it.
+	out, errOut, code = runCommand(t.Context(), "doctor", "--certs", certs, "--url", url,
+		"--cert", filepath.Join(other, "client.crt"), "--key", filepath.Join(other, "client.key"))
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if code != exitFail || errOut != "" || len(lines) < 2 ||
+		!strings.HasPrefix(lines[len(lines)-2], "[FAIL] server accepts the client certificate") ||
+		!strings.HasPrefix(lines[len(lines)-1], "       fix: ") {
+		t.Errorf("doctor with a foreign certificate: exit %d, want %d ending at the failing step\n%s%s",
+			code, exitFail, out, errOut)
+	}
+}
