@@ -330,6 +330,45 @@ func TestABadCertificateOverTheGoodOneIsRefused(t *testing.T) {
 	}
 }
 
+func TestRewriteInPlaceIsReloaded(t *testing.T) {
+	t.Parallel()
+	srv := servertest.StartWithFiles(t, t.TempDir())
+	certFile := filepath.Join(srv.CertDir, pki.ServerCertFile)
+	before, err := os.Stat(certFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Truncate and write the same files, as an editor or `cat >` does:
+	// no rename, so the watch sees only writes.
+	next, err := srv.CA.IssueServer(pki.DefaultServerNames)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := next.KeyPEM()
+	if err := os.WriteFile(filepath.Join(srv.CertDir, pki.ServerKeyFile), key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(certFile, next.CertificatePEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	after, err := os.Stat(certFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !os.SameFile(before, after) {
+		t.Fatal("the certificate file was replaced, not rewritten in place")
+	}
+
+	want := pki.SerialHex(next.Certificate)
+	waitFor(t, "the rewritten certificate is presented", func() bool {
+		return presentedSerial(t, srv, []*pki.Authority{srv.CA}, srv.Client) == want
+	})
+	if err := callsWith(t, srv, []*pki.Authority{srv.CA}, srv.Client); err != nil {
+		t.Errorf("a call after the rewrite failed: %v", err)
+	}
+}
+
 func TestKubernetesStyleSymlinkSwap(t *testing.T) {
 	t.Parallel()
 	// A projected volume: the files are links through ..data to a

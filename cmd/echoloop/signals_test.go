@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/echoloop/echoloop/pki"
 )
 
 // The command as users run it: a separate process, stopped by signals.
@@ -73,6 +75,18 @@ func TestSIGTERMDrainsAndSIGHUPReloads(t *testing.T) {
 	if _, errOut, code := runCommand(t.Context(), "pki", "init", "--certs", certs); code != exitOK {
 		t.Fatal(errOut)
 	}
+	// The server's files are links into a directory of their own, whose
+	// changes no watch on --certs sees: only SIGHUP can bring in a new
+	// certificate written there.
+	live := t.TempDir()
+	for _, name := range []string{pki.ServerCertFile, pki.ServerKeyFile} {
+		if err := os.Rename(filepath.Join(certs, name), filepath.Join(live, name)); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(filepath.Join(live, name), filepath.Join(certs, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	addr, metricsAddr := freeLoopbackAddr(t), freeLoopbackAddr(t)
 	url := "https://localhost:" + strings.Split(addr, ":")[1]
 
@@ -88,11 +102,33 @@ func TestSIGTERMDrainsAndSIGHUPReloads(t *testing.T) {
 	t.Cleanup(func() { _ = serve.Process.Kill() })
 	waitHealthy(t, certs, url)
 
-	// SIGHUP re-reads the files; the log says so.
+	// SIGHUP re-reads the files: the new certificate is in use at once.
+	ca, err := pki.LoadAuthority(filepath.Join(certs, pki.CACertFile), filepath.Join(certs, pki.CAKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := ca.IssueServer(pki.DefaultServerNames)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := next.KeyPEM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.WriteFile(filepath.Join(live, pki.ServerKeyFile), key, pki.KeyFileMode); err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.WriteFile(filepath.Join(live, pki.ServerCertFile), next.CertificatePEM(), pki.CertFileMode); err != nil {
+		t.Fatal(err)
+	}
 	if err := serve.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	waitForText(t, logs, "SIGHUP: reloading")
+	waitForText(t, logs, `"msg":"certificates reloaded","server.serial":"`+pki.SerialHex(next.Certificate)+`"`)
+	if reloads := strings.Count(logs.String(), `"msg":"certificates reloaded"`); reloads != 1 {
+		t.Errorf("%d reloads logged, want the one SIGHUP asked for:\n%s", reloads, logs.String())
+	}
 
 	// Calls in flight when SIGTERM arrives all complete.
 	type result struct {
