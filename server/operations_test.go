@@ -242,11 +242,7 @@ func callsWith(t *testing.T, srv *servertest.Server, roots []*pki.Authority, cer
 func TestLongStreamSurvivesRotation(t *testing.T) {
 	t.Parallel()
 	srv := servertest.StartWithFiles(t, t.TempDir())
-	c, err := client.New(srv.URL, client.WithRootCAs(srv.CA.Pool()), client.WithCertificate(srv.Client.TLSCertificate()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c := newTestClient(t, srv, srv.Client)
 
 	for _, p := range []client.Protocol{client.Connect, client.GRPC, client.GRPCWeb} {
 		t.Run(string(p), func(t *testing.T) {
@@ -442,11 +438,7 @@ func TestKubernetesStyleSymlinkSwap(t *testing.T) {
 func TestDrainLetsCallsInFlightFinish(t *testing.T) {
 	t.Parallel()
 	srv := servertest.Start(t)
-	c, err := client.New(srv.URL, client.WithRootCAs(srv.CA.Pool()), client.WithCertificate(srv.Client.TLSCertificate()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c := newTestClient(t, srv, srv.Client)
 
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
@@ -492,11 +484,7 @@ func TestDrainLetsCallsInFlightFinish(t *testing.T) {
 func TestDeadlinesOnEveryProtocol(t *testing.T) {
 	t.Parallel()
 	srv := servertest.Start(t)
-	c, err := client.New(srv.URL, client.WithRootCAs(srv.CA.Pool()), client.WithCertificate(srv.Client.TLSCertificate()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c := newTestClient(t, srv, srv.Client)
 
 	for _, p := range client.Protocols() {
 		t.Run(string(p), func(t *testing.T) {
@@ -566,11 +554,7 @@ func TestThePlainRouteCarriesTheDeadline(t *testing.T) {
 func TestStreamsOnEveryRPCProtocol(t *testing.T) {
 	t.Parallel()
 	srv := servertest.Start(t)
-	c, err := client.New(srv.URL, client.WithRootCAs(srv.CA.Pool()), client.WithCertificate(srv.Client.TLSCertificate()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c := newTestClient(t, srv, srv.Client)
 	want := pki.Fingerprint(srv.Client.Certificate)
 
 	for _, p := range []client.Protocol{client.Connect, client.GRPC, client.GRPCWeb} {
@@ -595,13 +579,8 @@ func TestStreamsOnEveryRPCProtocol(t *testing.T) {
 
 	t.Run("refused/chat over HTTP/1.1 fails at once", func(t *testing.T) {
 		t.Parallel()
-		h1, err := client.New(srv.URL, client.WithRootCAs(srv.CA.Pool()),
-			client.WithCertificate(srv.Client.TLSCertificate()), client.WithHTTP1())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer h1.Close()
-		err = h1.EchoChat(callContext(t), client.Connect, []string{"x"}, func(*echov1.EchoChatResponse) error { return nil })
+		h1 := newTestClient(t, srv, srv.Client, client.WithHTTP1())
+		err := h1.EchoChat(callContext(t), client.Connect, []string{"x"}, func(*echov1.EchoChatResponse) error { return nil })
 		if err == nil || !strings.Contains(err.Error(), "needs HTTP/2") {
 			t.Errorf("error = %v, want one saying the stream needs HTTP/2", err)
 		}
@@ -778,13 +757,9 @@ func metricValue(text, series string) float64 {
 func TestOutOfBoundsRequestsAreInvalid(t *testing.T) {
 	t.Parallel()
 	srv := servertest.Start(t)
-	c, err := client.New(srv.URL, client.WithRootCAs(srv.CA.Pool()), client.WithCertificate(srv.Client.TLSCertificate()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c := newTestClient(t, srv, srv.Client)
 
-	_, err = c.Call(callContext(t), client.HTTP, &echov1.EchoRequest{Delay: durationpb.New(time.Hour)})
+	_, err := c.Call(callContext(t), client.HTTP, &echov1.EchoRequest{Delay: durationpb.New(time.Hour)})
 	if connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "delay must be between") {
 		t.Errorf("an hour's delay: %v, want invalid_argument", err)
 	}

@@ -346,12 +346,7 @@ func TestPolicy(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			cert := issued(t, func() (*pki.Issued, error) { return srv.CA.IssueClient(tc.cn, tc.opts...) })
-			c, err := client.New(srv.URL, client.WithRootCAs(srv.CA.Pool()),
-				client.WithCertificate(cert.TLSCertificate()))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(c.Close)
+			c := newTestClient(t, srv, cert)
 
 			var messages []string
 			for _, p := range client.Protocols() {
@@ -391,12 +386,7 @@ func TestPolicy(t *testing.T) {
 	t.Run("denied/health and reflection follow the policy", func(t *testing.T) {
 		t.Parallel()
 		cert := issued(t, func() (*pki.Issued, error) { return srv.CA.IssueClient("mallory") })
-		c, err := client.New(srv.URL, client.WithRootCAs(srv.CA.Pool()),
-			client.WithCertificate(cert.TLSCertificate()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(c.Close)
+		c := newTestClient(t, srv, cert)
 		if _, err := c.Health(callContext(t)); connect.CodeOf(err) != connect.CodePermissionDenied {
 			t.Errorf("health: %v, want permission_denied", err)
 		}

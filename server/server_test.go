@@ -107,12 +107,7 @@ func TestOversizeMessageIsRefusedAndServerKeepsServing(t *testing.T) {
 	t.Parallel()
 	const limit = 4 << 10
 	srv := servertest.Start(t, server.WithMaxMessageBytes(limit))
-	c, err := client.New(srv.URL, client.WithRootCAs(srv.CA.Pool()),
-		client.WithCertificate(srv.Client.TLSCertificate()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c := newTestClient(t, srv, srv.Client)
 
 	big := strings.Repeat("x", 2*limit)
 	for _, p := range client.Protocols() {
@@ -164,12 +159,7 @@ func TestRefusedHandshakeLogLine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := client.New(srv.URL, client.WithRootCAs(srv.CA.Pool()),
-		client.WithCertificate(intruder.TLSCertificate()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c := newTestClient(t, srv, intruder)
 	if _, err := c.Echo(callContext(t), client.GRPC, "hi"); err == nil {
 		t.Fatal("a certificate from a foreign CA was accepted")
 	}
@@ -202,12 +192,7 @@ func assertLogged(t *testing.T, srv *servertest.Server, reason string) map[strin
 func TestAccessLogNamesTheCaller(t *testing.T) {
 	t.Parallel()
 	srv := servertest.Start(t)
-	c, err := client.New(srv.URL, client.WithRootCAs(srv.CA.Pool()),
-		client.WithCertificate(srv.Client.TLSCertificate()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c := newTestClient(t, srv, srv.Client)
 	if _, err := c.Echo(callContext(t), client.HTTP, "logged"); err != nil {
 		t.Fatal(err)
 	}
@@ -296,12 +281,7 @@ func TestAccessLogRecordsTheCodeTheClientGot(t *testing.T) {
 	t.Parallel()
 	const limit = 1 << 10
 	srv := servertest.Start(t, server.WithMaxMessageBytes(limit))
-	c, err := client.New(srv.URL, client.WithRootCAs(srv.CA.Pool()),
-		client.WithCertificate(srv.Client.TLSCertificate()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c := newTestClient(t, srv, srv.Client)
 
 	// Each protocol fails once on a body over the limit, which is refused
 	// before any RPC code runs, and once on an answer over the limit, which
