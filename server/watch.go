@@ -19,6 +19,11 @@ const watchDebounce = 100 * time.Millisecond
 // it (Kubernetes swaps a symlinked directory), which would end a watch on
 // the file itself. Any event in a watched directory triggers a reload; the
 // reload itself decides whether anything changed.
+//
+// NOTE: a path that is a link into another directory is not followed: a
+// rewrite of its target there raises no event here, and only SIGHUP (or
+// [Server.Reload]) picks it up. Watching each link's resolved directory
+// as well would close the gap.
 func watchFiles(ctx context.Context, log *slog.Logger, paths []string, reload func()) error {
 	watcher, err := fsnotify.NewWatcher()
 	if err != nil {
