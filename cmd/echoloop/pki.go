@@ -46,6 +46,26 @@ type pkiInitCmd struct {
 	KeepExisting bool `xor:"existing" help:"When --certs already holds every file, keep them, write nothing and succeed; a partial set is still refused."`
 }
 
+// Validate refuses validity periods that are not positive. pki.Init reads
+// a zero as "the default", which would quietly turn --ca-valid-for 0s into
+// ten years.
+func (c *pkiInitCmd) Validate() error {
+	var problems []string
+	for _, v := range []struct {
+		flag  string
+		value time.Duration
+	}{{"--ca-valid-for", c.CAValidFor}, {"--valid-for", c.ValidFor}} {
+		if v.value <= 0 {
+			problems = append(problems, fmt.Sprintf("%s must be positive, got %s", v.flag, v.value))
+		}
+	}
+	if len(problems) > 0 {
+		return errors.New(strings.Join(problems, "; ") +
+			" (for an expired certificate, use pki issue with --not-before)")
+	}
+	return nil
+}
+
 func (c *pkiInitCmd) Run(out *output) error {
 	if c.KeepExisting {
 		kept, err := c.keep(out)

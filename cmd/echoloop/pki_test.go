@@ -289,6 +289,12 @@ func TestPKICommandsRefused(t *testing.T) {
 			wantCode: exitUsage, wantErr: []string{`--not-before "yesterday"`, "-48h"},
 		},
 		{
+			name:     "refused/init with a CA validity that is not positive",
+			args:     []string{"pki", "init", "--certs", t.TempDir(), "--ca-valid-for", "0s", "--valid-for=-1h"},
+			wantCode: exitUsage, wantErr: []string{"--ca-valid-for must be positive, got 0s",
+				"--valid-for must be positive, got -1h0m0s", "--not-before"},
+		},
+		{
 			name:     "refused/a validity that is not positive",
 			args:     []string{"pki", "issue", "client", "c", "--certs", certs, "--valid-for=0s"},
 			wantCode: exitUsage, wantErr: []string{"--valid-for must be positive"},
