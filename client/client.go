@@ -278,13 +278,21 @@ func (c *Client) Close() {
 // Echo makes one Echo call with the given protocol and returns what the
 // server saw. Errors are [*Error] when the cause is known, and carry a
 // connect.Code either way ([connect.CodeOf]).
-func (c *Client) Echo(ctx context.Context, p Protocol, message string) (*echov1.EchoResponse, error) {
+func (c *Client) Echo(
+	ctx context.Context,
+	p Protocol,
+	message string,
+) (*echov1.EchoResponse, error) {
 	return c.Call(ctx, p, &echov1.EchoRequest{Message: message})
 }
 
 // Call makes one Echo call with a full request, for the fields beyond the
 // message (a server-side delay).
-func (c *Client) Call(ctx context.Context, p Protocol, req *echov1.EchoRequest) (*echov1.EchoResponse, error) {
+func (c *Client) Call(
+	ctx context.Context,
+	p Protocol,
+	req *echov1.EchoRequest,
+) (*echov1.EchoResponse, error) {
 	hc, err := c.httpClient(p)
 	if err != nil {
 		return nil, err
@@ -415,7 +423,11 @@ func (c *Client) EchoChat(
 }
 
 // postJSON is the plain HTTP call: what curl does, in Go.
-func (c *Client) postJSON(ctx context.Context, hc *http.Client, req *echov1.EchoRequest) (*echov1.EchoResponse, error) {
+func (c *Client) postJSON(
+	ctx context.Context,
+	hc *http.Client,
+	req *echov1.EchoRequest,
+) (*echov1.EchoResponse, error) {
 	body, err := protojson.Marshal(req)
 	if err != nil {
 		return nil, fmt.Errorf("encoding request: %w", err)

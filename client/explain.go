@@ -302,7 +302,9 @@ func orUnknown(asked string) string {
 	return asked
 }
 
-func (c *Client) diagnoseServerCertificate(verr *tls.CertificateVerificationError) (cause, fix string) {
+func (c *Client) diagnoseServerCertificate(
+	verr *tls.CertificateVerificationError,
+) (cause, fix string) {
 	var unknown x509.UnknownAuthorityError
 	var invalid x509.CertificateInvalidError
 	var hostErr x509.HostnameError

@@ -231,7 +231,11 @@ func (a *Authority) IssueClient(commonName string, opts ...Option) (*Issued, err
 
 // Issue signs a leaf certificate named commonName with the given default
 // extended key usages; [WithUsage] replaces them.
-func (a *Authority) Issue(commonName string, usages []x509.ExtKeyUsage, opts ...Option) (*Issued, error) {
+func (a *Authority) Issue(
+	commonName string,
+	usages []x509.ExtKeyUsage,
+	opts ...Option,
+) (*Issued, error) {
 	o, key, template, err := prepare(commonName, DefaultLeafValidity, usages, opts)
 	if err != nil {
 		return nil, err
@@ -453,7 +457,11 @@ func newTemplate(commonName string, o *certOptions) (*x509.Certificate, error) {
 	}, nil
 }
 
-func sign(template, parent *x509.Certificate, pub crypto.PublicKey, key crypto.Signer) (*x509.Certificate, error) {
+func sign(
+	template, parent *x509.Certificate,
+	pub crypto.PublicKey,
+	key crypto.Signer,
+) (*x509.Certificate, error) {
 	der, err := x509.CreateCertificate(rand.Reader, template, parent, pub, key)
 	if err != nil {
 		return nil, err

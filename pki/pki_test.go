@@ -1310,7 +1310,12 @@ func hasExtension(c *x509.Certificate, oid asn1.ObjectIdentifier) bool {
 
 // checkNotAfter checks that c expires validFor after a moment between before
 // and after, give or take the second that encoding truncates.
-func checkNotAfter(t *testing.T, c *x509.Certificate, before, after time.Time, validFor time.Duration) {
+func checkNotAfter(
+	t *testing.T,
+	c *x509.Certificate,
+	before, after time.Time,
+	validFor time.Duration,
+) {
 	t.Helper()
 	earliest := before.Add(validFor - time.Second)
 	latest := after.Add(validFor)

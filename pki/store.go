@@ -220,7 +220,10 @@ func Revoke(dir, caKeyPath, target, reason string) (*big.Int, string, error) {
 
 // RevocationList signs a CRL with the given number and entries, current
 // from now for [CRLValidity], and returns it as PEM.
-func (signer *Authority) RevocationList(number *big.Int, entries []x509.RevocationListEntry) ([]byte, error) {
+func (signer *Authority) RevocationList(
+	number *big.Int,
+	entries []x509.RevocationListEntry,
+) ([]byte, error) {
 	now := time.Now()
 	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
 		Number:                    number,

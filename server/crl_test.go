@@ -24,7 +24,12 @@ import (
 // echoOnce calls the server over p on a connection of its own: revocation
 // is checked at the handshake, so a connection kept from an earlier call
 // would not show a list loaded since.
-func echoOnce(t *testing.T, srv *servertest.Server, p client.Protocol, opts ...client.Option) (*echov1.EchoResponse, error) {
+func echoOnce(
+	t *testing.T,
+	srv *servertest.Server,
+	p client.Protocol,
+	opts ...client.Option,
+) (*echov1.EchoResponse, error) {
 	t.Helper()
 	c, err := client.New(srv.URL, append([]client.Option{client.WithRootCAs(srv.CA.Pool())}, opts...)...)
 	if err != nil {
@@ -35,7 +40,12 @@ func echoOnce(t *testing.T, srv *servertest.Server, p client.Protocol, opts ...c
 }
 
 // waitForLog waits up to five seconds for a log line that match accepts.
-func waitForLog(t *testing.T, srv *servertest.Server, what string, match func(map[string]any) bool) map[string]any {
+func waitForLog(
+	t *testing.T,
+	srv *servertest.Server,
+	what string,
+	match func(map[string]any) bool,
+) map[string]any {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -53,7 +63,12 @@ func waitForLog(t *testing.T, srv *servertest.Server, what string, match func(ma
 
 // wantAccepted checks that the certificate files pass on every protocol and
 // that the server names them.
-func wantAccepted(t *testing.T, srv *servertest.Server, certFile, keyFile string, want *x509.Certificate) {
+func wantAccepted(
+	t *testing.T,
+	srv *servertest.Server,
+	certFile, keyFile string,
+	want *x509.Certificate,
+) {
 	t.Helper()
 	for _, p := range client.Protocols() {
 		resp, err := echoOnce(t, srv, p, client.WithCertificateFiles(certFile, keyFile))

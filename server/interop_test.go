@@ -43,7 +43,12 @@ type echoJSON struct {
 	} `json:"connection"`
 }
 
-func (e echoJSON) check(t *testing.T, srv *servertest.Server, message, protocol, httpVersion string) {
+func (e echoJSON) check(
+	t *testing.T,
+	srv *servertest.Server,
+	message, protocol,
+	httpVersion string,
+) {
 	t.Helper()
 	if e.Message != message {
 		t.Errorf("message = %q, want %q", e.Message, message)

@@ -63,7 +63,12 @@ func (f *credentialFiles) read() (tls.Certificate, []*x509.Certificate, [sha256.
 // configuration that serves them. base carries every setting that does not
 // change with the material — versions, ALPN, client authentication, the
 // verification hook — so a reload can never drop one of them.
-func newMaterial(base *tls.Config, cert tls.Certificate, cas []*x509.Certificate, now time.Time) (*material, error) {
+func newMaterial(
+	base *tls.Config,
+	cert tls.Certificate,
+	cas []*x509.Certificate,
+	now time.Time,
+) (*material, error) {
 	if err := checkServerCertificate(&cert); err != nil {
 		return nil, err
 	}

@@ -32,7 +32,12 @@ import (
 
 // presentedSerial makes a fresh handshake and returns the serial of the
 // certificate the server presents on it.
-func presentedSerial(t *testing.T, srv *servertest.Server, roots []*pki.Authority, cert *pki.Issued) string {
+func presentedSerial(
+	t *testing.T,
+	srv *servertest.Server,
+	roots []*pki.Authority,
+	cert *pki.Issued,
+) string {
 	t.Helper()
 	pool := roots[0].Pool()
 	for _, r := range roots[1:] {
@@ -73,7 +78,12 @@ type load struct {
 	done            sync.WaitGroup
 }
 
-func startLoad(t *testing.T, srv *servertest.Server, roots func() []*pki.Authority, cert func() *pki.Issued) *load {
+func startLoad(
+	t *testing.T,
+	srv *servertest.Server,
+	roots func() []*pki.Authority,
+	cert func() *pki.Issued,
+) *load {
 	l := &load{stop: make(chan struct{})}
 	for _, p := range client.Protocols() {
 		for range 2 {
@@ -224,7 +234,12 @@ func TestRotationUnderLoad(t *testing.T) {
 }
 
 // callsWith makes one call on a fresh connection with the given certificate.
-func callsWith(t *testing.T, srv *servertest.Server, roots []*pki.Authority, cert *pki.Issued) error {
+func callsWith(
+	t *testing.T,
+	srv *servertest.Server,
+	roots []*pki.Authority,
+	cert *pki.Issued,
+) error {
 	t.Helper()
 	pool := roots[0].Pool()
 	for _, r := range roots[1:] {

@@ -287,7 +287,13 @@ func runMatrixCase(t *testing.T, tc matrixCase) {
 
 // assertRefusalsLogged waits for n refused-handshake lines with the reason
 // and checks each.
-func assertRefusalsLogged(t *testing.T, srv *servertest.Server, reason string, presented *pki.Issued, n int) {
+func assertRefusalsLogged(
+	t *testing.T,
+	srv *servertest.Server,
+	reason string,
+	presented *pki.Issued,
+	n int,
+) {
 	t.Helper()
 	for _, line := range srv.WaitForRefusals(t, reason, n) {
 		checkRefusalLine(t, line, presented)

@@ -31,7 +31,12 @@ func callContext(t *testing.T) context.Context {
 
 // newTestClient is an echoloop client that trusts srv's CA and presents
 // cert (none when nil), closed when the test ends.
-func newTestClient(t *testing.T, srv *servertest.Server, cert *pki.Issued, opts ...client.Option) *client.Client {
+func newTestClient(
+	t *testing.T,
+	srv *servertest.Server,
+	cert *pki.Issued,
+	opts ...client.Option,
+) *client.Client {
 	t.Helper()
 	all := []client.Option{client.WithRootCAs(srv.CA.Pool())}
 	if cert != nil {

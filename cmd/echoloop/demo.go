@@ -99,7 +99,11 @@ func (c *demoCmd) Run(ctx context.Context, out *output) error {
 
 // intruder calls with a certificate from a CA the server does not trust and
 // returns one line per protocol. An intruder that gets through is an error.
-func (c *demoCmd) intruder(ctx context.Context, url string, trusted *pki.Authority) ([]string, error) {
+func (c *demoCmd) intruder(
+	ctx context.Context,
+	url string,
+	trusted *pki.Authority,
+) ([]string, error) {
 	foreign, err := pki.NewAuthority("someone else's CA")
 	if err != nil {
 		return nil, err

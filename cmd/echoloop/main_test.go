@@ -23,7 +23,11 @@ func runCommand(ctx context.Context, args ...string) (stdout, stderr string, cod
 }
 
 // runWithInput is runCommand with input as standard input.
-func runWithInput(ctx context.Context, input string, args ...string) (stdout, stderr string, code int) {
+func runWithInput(
+	ctx context.Context,
+	input string,
+	args ...string,
+) (stdout, stderr string, code int) {
 	var out, errOut bytes.Buffer
 	err := run(ctx, args, strings.NewReader(input), &out, &errOut)
 	code = report(err, &errOut)
