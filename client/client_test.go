@@ -95,7 +95,8 @@ func TestEchoOverHTTP1(t *testing.T) {
 	c := newClient(t, srv.URL, client.WithRootCAs(srv.CA.Pool()),
 		client.WithCertificate(srv.Client.TLSCertificate()), client.WithHTTP1())
 
-	for _, p := range []client.Protocol{client.Connect, client.GRPCWeb, client.HTTP} {
+	// gRPC too: echoloop's server, like connect-go, answers it over HTTP/1.1.
+	for _, p := range client.Protocols() {
 		resp, err := c.Echo(callContext(t), p, "one")
 		if err != nil {
 			t.Fatalf("echo over %s on HTTP/1.1: %v", p, err)
