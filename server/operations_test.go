@@ -713,13 +713,17 @@ func TestMetricsMoveAsTheServerWorks(t *testing.T) {
 		`echoloop_calls_total{code="ok",` + echo + `,protocol="grpc-web"}`:            1,
 		`echoloop_calls_total{code="ok",` + echo + `,protocol="http"}`:                1,
 		`echoloop_calls_total{code="invalid_argument",` + echo + `,protocol="http"}`:  1,
-		`echoloop_handshakes_refused_total{reason="no_certificate"}`:                  1,
 		`echoloop_call_duration_seconds_count{` + echo + `,protocol="grpc"}`:          1,
 		`echoloop_calls_total{code="not_found",procedure="other",protocol="connect"}`: 3,
 	} {
 		if got := metricValue(text, series); got != want {
 			t.Errorf("%s = %v, want %v", series, got, want)
 		}
+	}
+	// The refused client may make a second handshake to recover the alert
+	// its transport lost.
+	if got := metricValue(text, `echoloop_handshakes_refused_total{reason="no_certificate"}`); got < 1 || got > 2 {
+		t.Errorf("refused handshakes without a certificate = %v, want 1 or 2", got)
 	}
 	if got := metricValue(text, `echoloop_reloads_total{result="ok",what="certificates"}`); got < 1 {
 		t.Errorf("successful certificate reloads = %v, want at least 1", got)

@@ -50,9 +50,10 @@ func TestDemoPasses(t *testing.T) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}
 	}
-	// One refused handshake per protocol, each shown with its log line.
-	if n := strings.Count(out, `msg="tls handshake refused"`); n != 4 {
-		t.Errorf("demo shows %d refused-handshake log lines, want 4:\n%s", n, out)
+	// A refused handshake per protocol at least, each shown with its log
+	// line; a client that lost the alert makes one more to recover it.
+	if n := strings.Count(out, `msg="tls handshake refused"`); n < 4 {
+		t.Errorf("demo shows %d refused-handshake log lines, want one per protocol:\n%s", n, out)
 	}
 }
 
