@@ -134,6 +134,9 @@ func lostConnectionError(err error) bool {
 		strings.Contains(msg, "client conn is closed") ||
 		strings.Contains(msg, "use of closed network connection") ||
 		strings.Contains(msg, "client connection lost") ||
+		// net/http's name for a new connection the server closed before
+		// answering, when the request could not be retried.
+		strings.Contains(msg, "server closed idle connection") ||
 		strings.Contains(msg, "unexpected EOF") ||
 		strings.HasSuffix(msg, ": EOF") ||
 		strings.Contains(msg, "broken pipe") ||
