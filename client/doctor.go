@@ -53,6 +53,8 @@ type DoctorConfig struct {
 	// ServerName is the name the server's certificate must cover, when
 	// the URL's host is not it.
 	ServerName string
+	// HTTP1 offers only HTTP/1.1 in ALPN, as `--http1.1` clients do.
+	HTTP1 bool
 	// Timeout bounds each network step. Default 10 seconds.
 	Timeout time.Duration
 }
@@ -228,7 +230,7 @@ func (d *doctor) handshake(ctx context.Context) Step {
 		RootCAs:    d.roots,
 		ServerName: d.cfg.ServerName,
 		MinVersion: tls.VersionTLS12,
-		NextProtos: []string{"h2", "http/1.1"},
+		NextProtos: d.nextProtos(),
 		GetClientCertificate: func(req *tls.CertificateRequestInfo) (*tls.Certificate, error) {
 			d.request = req
 			return &d.pair, nil
@@ -280,8 +282,21 @@ func (d *doctor) certificateRequested(context.Context) Step {
 		Fix: "expect a refusal: present a certificate issued by one of those CAs"}
 }
 
+// nextProtos are the application protocols the doctor offers.
+func (d *doctor) nextProtos() []string {
+	if d.cfg.HTTP1 {
+		return []string{"http/1.1"}
+	}
+	return []string{"h2", "http/1.1"}
+}
+
 func (d *doctor) alpn(context.Context) Step {
 	check := "application protocol (ALPN)"
+	switch {
+	case d.cfg.HTTP1 && d.state.NegotiatedProtocol == "http/1.1":
+		return pass(check, "http/1.1, the only one offered (--http1.1): Connect, gRPC-Web and HTTP "+
+			"possible; gRPC only where the server takes it over HTTP/1.1, as echoloop does")
+	}
 	switch d.state.NegotiatedProtocol {
 	case "h2":
 		return pass(check, "h2: gRPC, Connect, gRPC-Web and HTTP all possible")
@@ -316,8 +331,9 @@ func (d *doctor) call(ctx context.Context) Step {
 	c := d.newClient()
 	resp, err := c.Echo(ctx, Connect, "doctor")
 	if err == nil {
-		return pass(check, fmt.Sprintf("Echo answered; the server verified %s (sha256 %s)",
-			resp.GetPeer().GetCommonName(), resp.GetPeer().GetSha256Fingerprint()))
+		return pass(check, fmt.Sprintf("Echo answered over %s; the server verified %s (sha256 %s)",
+			resp.GetConnection().GetHttpVersion(), resp.GetPeer().GetCommonName(),
+			resp.GetPeer().GetSha256Fingerprint()))
 	}
 	// An explained error is a failure of TLS or the transport; anything
 	// else is an HTTP answer that was not Echo's, which means the server
@@ -355,6 +371,9 @@ func (d *doctor) newClient() *Client {
 	opts := []Option{WithRootCAs(d.roots), WithCertificate(d.pair)}
 	if d.cfg.ServerName != "" {
 		opts = append(opts, WithServerName(d.cfg.ServerName))
+	}
+	if d.cfg.HTTP1 {
+		opts = append(opts, WithHTTP1())
 	}
 	// parseURL has already accepted the URL, and New checks nothing else
 	// that could fail here.

@@ -43,6 +43,21 @@ func TestDoctorPassesAgainstEcholoop(t *testing.T) {
 		!strings.Contains(last.Detail, pki.Fingerprint(srv.Client.Certificate)) {
 		t.Errorf("last step = %+v, want the Echo answer with the client's fingerprint", last)
 	}
+
+	// Offering only HTTP/1.1, the checks and the call go that way.
+	steps, ok = runDoctor(t, client.DoctorConfig{URL: srv.URL, CAFile: caFile, CertFile: certFile,
+		KeyFile: keyFile, HTTP1: true})
+	if !ok {
+		t.Fatalf("doctor over HTTP/1.1 failed: %+v", lastStep(steps))
+	}
+	for _, s := range steps {
+		if s.Check == "application protocol (ALPN)" && !strings.HasPrefix(s.Detail, "http/1.1") {
+			t.Errorf("ALPN step = %+v, want http/1.1", s)
+		}
+	}
+	if last := lastStep(steps); !strings.Contains(last.Detail, "Echo answered over HTTP/1.1") {
+		t.Errorf("last step = %+v, want the Echo answer over HTTP/1.1", last)
+	}
 }
 
 func TestDoctorStopsAtTheFirstFailure(t *testing.T) {

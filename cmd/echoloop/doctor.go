@@ -26,6 +26,7 @@ func (c *doctorCmd) Run(ctx context.Context, out *output) error {
 		CertFile:   certFile,
 		KeyFile:    keyFile,
 		ServerName: c.ServerName,
+		HTTP1:      c.HTTP1,
 		Timeout:    c.Timeout,
 	}, func(s client.Step) {
 		mark := map[client.Verdict]string{client.Pass: "[ok]  ", client.Warn: "[warn]", client.Fail: "[FAIL]"}[s.Verdict]
