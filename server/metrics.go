@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -106,15 +105,15 @@ func (c expiryCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // serveMetrics serves /metrics and /healthz in plain HTTP on the metrics
-// address until ctx ends.
-func (s *Server) serveMetrics(ctx context.Context) error {
+// address until the returned stop is called.
+func (s *Server) serveMetrics() (stop func(), err error) {
 	addr := s.opts.metricsAddr
 	if host, port, err := net.SplitHostPort(addr); err == nil && host == "" {
 		addr = net.JoinHostPort("127.0.0.1", port)
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("server: listening for metrics on %s: %w", addr, err)
+		return nil, fmt.Errorf("server: listening for metrics on %s: %w", addr, err)
 	}
 
 	mux := http.NewServeMux()
@@ -123,14 +122,8 @@ func (s *Server) serveMetrics(ctx context.Context) error {
 	plain := &http.Server{Handler: mux, ReadHeaderTimeout: s.opts.readHeaderTimeout}
 	s.metricsAddr.Store(ln.Addr().String())
 	go func() { _ = plain.Serve(ln) }()
-	go func() {
-		<-ctx.Done()
-		// Scrapers may read the last figures while the mTLS port drains;
-		// the plain port closes once draining has begun.
-		_ = plain.Close()
-	}()
 	s.log.Info("serving metrics", KeyAddr, ln.Addr().String())
-	return nil
+	return func() { _ = plain.Close() }, nil
 }
 
 // MetricsAddr is the address the plain metrics listener is bound to, once

@@ -452,8 +452,21 @@ func TestKubernetesStyleSymlinkSwap(t *testing.T) {
 
 func TestDrainLetsCallsInFlightFinish(t *testing.T) {
 	t.Parallel()
-	srv := servertest.Start(t)
+	srv := servertest.Start(t, server.WithMetricsAddr("127.0.0.1:0"))
 	c := newTestClient(t, srv, srv.Client)
+	healthz := func() (int, error) {
+		resp, err := http.Get("http://" + srv.Server.MetricsAddr() + "/healthz")
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	// Serve opens the metrics port as it starts, a moment after Start.
+	waitFor(t, "/healthz answers 200 before the drain", func() bool {
+		code, _ := healthz()
+		return code == http.StatusOK
+	})
 
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
@@ -480,7 +493,15 @@ func TestDrainLetsCallsInFlightFinish(t *testing.T) {
 		return strings.Contains(string(body), "\necholoop_calls_in_flight 9\n")
 	})
 	hc.CloseIdleConnections()
-	if err := srv.Stop(); err != nil {
+	stopped := make(chan error, 1)
+	go func() { stopped <- srv.Stop() }()
+
+	// While the calls finish, health checks hear that the server is going.
+	waitFor(t, "/healthz answers 503 during the drain", func() bool {
+		code, _ := healthz()
+		return code == http.StatusServiceUnavailable
+	})
+	if err := <-stopped; err != nil {
 		t.Errorf("drain returned %v", err)
 	}
 	wg.Wait()
@@ -489,10 +510,12 @@ func TestDrainLetsCallsInFlightFinish(t *testing.T) {
 		t.Errorf("a call in flight during the drain failed: %v", err)
 	}
 
-	// Once drained, the port takes no new connection.
-	if conn, err := net.DialTimeout("tcp", srv.Addr, time.Second); err == nil {
-		conn.Close()
-		t.Error("the port still accepts connections after the drain")
+	// Once drained, neither port takes a new connection.
+	for _, addr := range []string{srv.Addr, srv.Server.MetricsAddr()} {
+		if conn, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			conn.Close()
+			t.Errorf("%s still accepts connections after the drain", addr)
+		}
 	}
 }
 

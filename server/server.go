@@ -503,9 +503,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return err
 	}
 	if s.opts.metricsAddr != "" {
-		if err := s.serveMetrics(ctx); err != nil {
+		stopMetrics, err := s.serveMetrics()
+		if err != nil {
 			return err
 		}
+		// Open until the drain is over, so that health checks see 503
+		// and scrapers the last figures while calls finish.
+		defer stopMetrics()
 	}
 	limited := netutil.LimitListener(ln, s.opts.maxConnections)
 	tlsListener := newHandshakeListener(limited, httpServer.TLSConfig, s.opts.handshakeTimeout, s.log, s.metrics)
