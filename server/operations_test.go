@@ -674,7 +674,8 @@ func TestConnectionCap(t *testing.T) {
 
 func TestMetricsMoveAsTheServerWorks(t *testing.T) {
 	t.Parallel()
-	srv := servertest.StartWithFiles(t, t.TempDir(), server.WithMetricsAddr("127.0.0.1:0"))
+	// No host: the plain port binds loopback only.
+	srv := servertest.StartWithFiles(t, t.TempDir(), server.WithMetricsAddr(":0"))
 	hc := mtlsHTTPClient(t, srv)
 	c := newTestClient(t, srv, srv.Client)
 
@@ -764,7 +765,10 @@ func TestMetricsMoveAsTheServerWorks(t *testing.T) {
 	}
 
 	// The plain address serves the same figures, and /healthz, to anyone
-	// on the machine.
+	// on the machine, and to no one else.
+	if addr := srv.Server.MetricsAddr(); !strings.HasPrefix(addr, "127.0.0.1:") {
+		t.Errorf("metrics address %q, want 127.0.0.1 for a listen address without a host", addr)
+	}
 	plain := scrape("http://"+srv.Server.MetricsAddr()+"/metrics", http.DefaultClient)
 	if metricValue(plain, `echoloop_calls_total{code="ok",`+echo+`,protocol="grpc"}`) != 1 {
 		t.Error("the plain metrics address does not serve the calls counter")
