@@ -107,7 +107,8 @@ func caKey(ca *x509.Certificate) string {
 // stillTrusted reports whether the root of a verified chain is among the
 // CAs trusted now. A resumed session carries the chain verified when it was
 // first made; after a CA is removed, its clients must not resume their way
-// back in.
+// back in. Recent Go releases make a like check of their own on
+// resumption; this one holds whichever Go builds the server.
 func (m *material) stillTrusted(chain []*x509.Certificate) bool {
 	return m.trusted[caKey(chain[len(chain)-1])]
 }

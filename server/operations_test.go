@@ -819,3 +819,69 @@ func TestOutOfBoundsRequestsAreInvalid(t *testing.T) {
 		}
 	}
 }
+
+func TestARemovedCAsClientCannotResumeItsWayBack(t *testing.T) {
+	t.Parallel()
+	srv := servertest.StartWithFiles(t, t.TempDir())
+	newCA, err := pki.NewAuthority("servertest CA, next generation")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle := append(srv.CA.CertificatePEM(), newCA.CertificatePEM()...)
+	if err := pki.WriteFile(filepath.Join(srv.CertDir, pki.CACertFile), bundle, pki.CertFileMode); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the bundle with both CAs is in use", func() bool {
+		return reloadsLogged(srv) >= 1
+	})
+
+	// One session cache, as a long-lived client keeps: its second
+	// connection resumes the first one's session.
+	config := clientTLS(srv, srv.Client, "http/1.1")
+	config.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+	handshake := func() (tls.ConnectionState, error) {
+		conn, err := tls.Dial("tcp", srv.Addr, config)
+		if err != nil {
+			return tls.ConnectionState{}, err
+		}
+		defer conn.Close()
+		// Under TLS 1.3 the ticket, and any refusal, arrive after the
+		// handshake: read until the server speaks or the deadline passes.
+		_ = conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		_, err = conn.Read(make([]byte, 1))
+		if err != nil && !isTimeout(err) {
+			return conn.ConnectionState(), err
+		}
+		return conn.ConnectionState(), nil
+	}
+	if _, err := handshake(); err != nil {
+		t.Fatal(err)
+	}
+	state, err := handshake()
+	if err != nil || !state.DidResume {
+		t.Fatalf("second connection: resumed %v, %v; want a resumed session while the CA is trusted",
+			state.DidResume, err)
+	}
+
+	// The old CA leaves the bundle; the cached session must not let its
+	// client back in.
+	if err := pki.WriteFile(filepath.Join(srv.CertDir, pki.CACertFile), newCA.CertificatePEM(),
+		pki.CertFileMode); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the old CA's clients are refused", func() bool {
+		_, err := handshake()
+		return err != nil
+	})
+}
+
+// reloadsLogged counts the certificate reloads the server has logged.
+func reloadsLogged(srv *servertest.Server) int {
+	n := 0
+	for _, line := range srv.Logs() {
+		if line["msg"] == "certificates reloaded" {
+			n++
+		}
+	}
+	return n
+}
