@@ -2,6 +2,7 @@ package client
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -13,17 +14,18 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
 	echov1 "github.com/echoloop/echoloop/gen/echo/v1"
 	"github.com/echoloop/echoloop/gen/echo/v1/echov1connect"
 	"github.com/echoloop/echoloop/pki"
 )
 
-// DefaultAuditProcedure is the RPC an audit calls on Connect, gRPC and
-// gRPC-Web unless told otherwise: echoloop's own Echo. Any procedure of the
-// target does as well, even one it does not have: an audit asks only
-// whether the server answered at all, and "unimplemented" is an answer that
-// a server sends only to a client whose certificate it let in.
+// DefaultAuditProcedure is the RPC an audit calls on Connect and gRPC-Web
+// unless told otherwise: echoloop's own Echo. Any procedure of the target
+// does as well, even one it does not have: an audit asks only whether the
+// server answered at all, and "unimplemented" is an answer that a server
+// sends only to a client whose certificate it let in.
 const DefaultAuditProcedure = echov1connect.EchoServiceEchoProcedure
 
 // AuditConfig says what [Audit] calls and how.
@@ -33,7 +35,9 @@ type AuditConfig struct {
 	// Protocols are the protocols to try each fixture on. Default: all.
 	Protocols []Protocol
 	// Procedure is the RPC path called on Connect, gRPC and gRPC-Web.
-	// Default [DefaultAuditProcedure].
+	// Default: gRPC asks the target's server reflection service for its
+	// services, which any gRPC server with reflection answers whatever it
+	// serves; Connect and gRPC-Web call [DefaultAuditProcedure].
 	Procedure string
 	// Path is where the plain protocol POSTs JSON. Default [PlainHTTPPath].
 	Path string
@@ -206,9 +210,6 @@ func (cfg AuditConfig) withDefaults() (AuditConfig, error) {
 	if len(cfg.Protocols) == 0 {
 		cfg.Protocols = Protocols()
 	}
-	if cfg.Procedure == "" {
-		cfg.Procedure = DefaultAuditProcedure
-	}
 	if cfg.Path == "" {
 		cfg.Path = PlainHTTPPath
 	}
@@ -216,7 +217,7 @@ func (cfg AuditConfig) withDefaults() (AuditConfig, error) {
 		cfg.Timeout = 10 * time.Second
 	}
 	switch {
-	case !strings.HasPrefix(cfg.Procedure, "/") || strings.Count(cfg.Procedure, "/") != 2:
+	case cfg.Procedure != "" && (!strings.HasPrefix(cfg.Procedure, "/") || strings.Count(cfg.Procedure, "/") != 2):
 		return cfg, fmt.Errorf("client: procedure %q is not of the form /package.Service/Method", cfg.Procedure)
 	case !strings.HasPrefix(cfg.Path, "/"):
 		return cfg, fmt.Errorf("client: path %q does not start with /", cfg.Path)
@@ -308,19 +309,14 @@ func (c *Client) auditCall(ctx context.Context, cfg AuditConfig, p Protocol) Obs
 	seen := &answerRecorder{base: hc.Transport}
 	hc = &http.Client{Transport: seen}
 
-	switch p {
-	case HTTP:
+	var services []string
+	switch {
+	case p == HTTP:
 		err = c.auditPost(ctx, hc, cfg.Path)
+	case p == GRPC && cfg.Procedure == "":
+		services, err = listServices(ctx, hc, c.baseURL)
 	default:
-		opts := []connect.ClientOption{}
-		switch p {
-		case GRPC:
-			opts = append(opts, connect.WithGRPC())
-		case GRPCWeb:
-			opts = append(opts, connect.WithGRPCWeb())
-		}
-		rpc := connect.NewClient[echov1.EchoRequest, echov1.EchoResponse](hc, c.baseURL+cfg.Procedure, opts...)
-		_, err = rpc.CallUnary(ctx, connect.NewRequest(&echov1.EchoRequest{Message: "echoloop audit"}))
+		err = c.auditUnary(ctx, hc, p, cmp.Or(cfg.Procedure, DefaultAuditProcedure))
 	}
 
 	answer := seen.get()
@@ -333,6 +329,9 @@ func (c *Client) auditCall(ctx context.Context, cfg AuditConfig, p Protocol) Obs
 		obs.Outcome, obs.Detail = OutcomeDenied, "permission_denied"
 	case answer.status != 0 || err == nil:
 		obs.Outcome, obs.Detail = OutcomeAccepted, answerDetail(p, answer.status, err)
+		if err == nil && services != nil {
+			obs.Detail = "reflection lists " + strings.Join(services, ", ")
+		}
 	default:
 		err = c.explain(ctx, err)
 		var explained *Error
@@ -347,6 +346,56 @@ func (c *Client) auditCall(ctx context.Context, cfg AuditConfig, p Protocol) Obs
 	}
 	return obs
 }
+
+// auditUnary calls procedure with an Echo request on a connect-go client
+// speaking p. A target that has no such procedure answers unimplemented,
+// which tells as much as a reply.
+func (c *Client) auditUnary(ctx context.Context, hc *http.Client, p Protocol, procedure string) error {
+	var opts []connect.ClientOption
+	switch p {
+	case GRPC:
+		opts = append(opts, connect.WithGRPC())
+	case GRPCWeb:
+		opts = append(opts, connect.WithGRPCWeb())
+	}
+	rpc := connect.NewClient[echov1.EchoRequest, echov1.EchoResponse](hc, c.baseURL+procedure, opts...)
+	_, err := rpc.CallUnary(ctx, connect.NewRequest(&echov1.EchoRequest{Message: "echoloop audit"}))
+	return err
+}
+
+// listServices asks the target's gRPC server reflection for the services
+// it serves. The request is closed before the answer is read: a server
+// that reads a whole request before answering would otherwise wait for
+// the rest of a stream that never comes. A target without reflection
+// answers unimplemented, which still shows that the handshake let the
+// client in.
+func listServices(ctx context.Context, hc *http.Client, baseURL string) ([]string, error) {
+	rpc := connect.NewClient[reflectionpb.ServerReflectionRequest, reflectionpb.ServerReflectionResponse](
+		hc, baseURL+reflectionProcedure, connect.WithGRPC())
+	stream := rpc.CallBidiStream(ctx)
+	err := stream.Send(&reflectionpb.ServerReflectionRequest{
+		MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{ListServices: "*"},
+	})
+	if err == nil {
+		err = stream.CloseRequest()
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	defer stream.CloseResponse()
+	answer, err := stream.Receive()
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, service := range answer.GetListServicesResponse().GetService() {
+		names = append(names, service.GetName())
+	}
+	return names, nil
+}
+
+// reflectionProcedure is gRPC server reflection v1's one method.
+const reflectionProcedure = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
 
 // answerDetail names what the server answered: "ok", an RPC code, or an
 // HTTP status.

@@ -18,6 +18,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/reflection"
 
 	"github.com/echoloop/echoloop/client"
 	"github.com/echoloop/echoloop/pki"
@@ -102,6 +103,24 @@ func TestAuditOfEcholoopIsAllRight(t *testing.T) {
 			}
 		}
 	}
+	// Without a procedure to call, gRPC goes through server reflection:
+	// echoloop lists Echo and health.
+	want := "reflection lists echo.v1.EchoService, grpc.health.v1.Health"
+	if got := grpcDetail(t, result(t, report, "good")); got != want {
+		t.Errorf("good on grpc: %q, want %q", got, want)
+	}
+}
+
+// grpcDetail is what the audit observed on gRPC for one fixture.
+func grpcDetail(t *testing.T, r client.AuditResult) string {
+	t.Helper()
+	for _, o := range r.Observed {
+		if o.Protocol == client.GRPC {
+			return o.Detail
+		}
+	}
+	t.Fatalf("%s was not tried on grpc", r.Fixture)
+	return ""
 }
 
 func writeEmptyCRL(t *testing.T, path string) string {
@@ -241,6 +260,9 @@ func TestAuditFindsThePlantedHoles(t *testing.T) {
 		// holes are the fixtures a correct server refuses and this one lets
 		// in, and a phrase each one's misconfiguration must contain.
 		holes map[string]string
+		// reflection is what the gRPC probe of the good fixture must
+		// report, when the target serves reflection.
+		reflection string
 	}{
 		{
 			name: "found/net/http with RequireAnyClientCert",
@@ -271,6 +293,7 @@ func TestAuditFindsThePlantedHoles(t *testing.T) {
 					ClientCAs:    tg.ca.Pool(),
 					ClientAuth:   tls.VerifyClientCertIfGiven,
 				})))
+				reflection.Register(grpcServer)
 				ln, err := net.Listen("tcp", "127.0.0.1:0")
 				if err != nil {
 					t.Fatal(err)
@@ -285,6 +308,8 @@ func TestAuditFindsThePlantedHoles(t *testing.T) {
 				"ca-as-leaf":     "is a leaf",
 				"revoked":        "revoked.crl",
 			},
+			reflection: "reflection lists grpc.reflection.v1.ServerReflection, " +
+				"grpc.reflection.v1alpha.ServerReflection",
 		},
 		{
 			name: "found/net/http trusting a bundle that holds the foreign CA",
@@ -323,6 +348,11 @@ func TestAuditFindsThePlantedHoles(t *testing.T) {
 			for _, f := range tg.set.List {
 				if _, ok := tc.holes[f.Name]; ok {
 					want = append(want, f.Name)
+				}
+			}
+			if tc.reflection != "" {
+				if got := grpcDetail(t, result(t, report, "good")); got != tc.reflection {
+					t.Errorf("good on grpc: %q, want %q", got, tc.reflection)
 				}
 			}
 			if got := withVerdict(report, client.VerdictWronglyAccepted); !slices.Equal(got, want) {

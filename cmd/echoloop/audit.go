@@ -90,7 +90,7 @@ type auditCmd struct {
 	Timeout    time.Duration `default:"10s" help:"Deadline of each call."`
 	Fixtures   string        `placeholder:"DIR" help:"Try the fixtures in DIR (from echoloop pki fixtures) instead of minting them with a CA key."`
 	Protocol   []string      `default:"all" placeholder:"NAME" help:"Protocols to try: connect, grpc, grpc-web, http, or all; comma-separated or repeated (default ${default})."`
-	Call       string        `default:"${default_procedure}" placeholder:"PATH" help:"RPC tried on connect, grpc and grpc-web; any method of the server will do, only whether it answers counts (default ${default})."`
+	Call       string        `placeholder:"PATH" help:"RPC tried on connect, grpc and grpc-web; any method of the server will do, only whether it answers counts (default: grpc lists services through server reflection, connect and grpc-web call ${default_procedure})."`
 	Path       string        `default:"${default_path}" placeholder:"PATH" help:"Path the http protocol POSTs JSON to; any path will do (default ${default})."`
 	JSON       bool          `name:"json" help:"Print the report as one JSON object."`
 }
@@ -109,7 +109,7 @@ func (c *auditCmd) Validate() error {
 	if _, err := c.protocols(); err != nil {
 		return err
 	}
-	if !strings.HasPrefix(c.Call, "/") || strings.Count(c.Call, "/") != 2 {
+	if c.Call != "" && (!strings.HasPrefix(c.Call, "/") || strings.Count(c.Call, "/") != 2) {
 		return fmt.Errorf("--call %q is not of the form /package.Service/Method", c.Call)
 	}
 	if !strings.HasPrefix(c.Path, "/") {
