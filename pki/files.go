@@ -64,6 +64,10 @@ type InitConfig struct {
 	// CAValidFor and LeafValidFor set the validity periods. Defaults
 	// [DefaultCAValidity] and [DefaultLeafValidity].
 	CAValidFor, LeafValidFor time.Duration
+	// CANotBefore and LeafNotBefore start those periods at a given moment,
+	// past or future, for certificates that are already expired or not yet
+	// valid. Default: [Backdate] before now.
+	CANotBefore, LeafNotBefore time.Time
 	// Force replaces existing files. Without it, Init refuses to touch a
 	// directory that already holds any of the files it would write.
 	Force bool
@@ -82,6 +86,18 @@ type InitResult struct {
 	Client *Issued
 	// Files lists the paths written, in the order written.
 	Files []string
+}
+
+// validityOption is the validity of one kind of certificate in [Init]:
+// validFor (or byDefault) from notBefore, or from [Backdate] ago.
+func validityOption(notBefore time.Time, validFor, byDefault time.Duration) Option {
+	if validFor == 0 {
+		validFor = byDefault
+	}
+	if notBefore.IsZero() {
+		return WithValidFor(validFor)
+	}
+	return WithValidity(notBefore, notBefore.Add(validFor))
 }
 
 // Init makes a development PKI — a CA (and optionally an intermediate), a
@@ -108,14 +124,10 @@ func Init(cfg InitConfig) (*InitResult, error) {
 	if cfg.RootKeyPath == "" {
 		cfg.RootKeyPath = filepath.Join(cfg.Dir, CAKeyFile)
 	}
-	caOpts := []Option{WithKeyType(cfg.KeyType)}
-	if cfg.CAValidFor != 0 {
-		caOpts = append(caOpts, WithValidFor(cfg.CAValidFor))
-	}
-	leafOpts := []Option{WithKeyType(cfg.KeyType)}
-	if cfg.LeafValidFor != 0 {
-		leafOpts = append(leafOpts, WithValidFor(cfg.LeafValidFor))
-	}
+	caOpts := []Option{WithKeyType(cfg.KeyType),
+		validityOption(cfg.CANotBefore, cfg.CAValidFor, DefaultCAValidity)}
+	leafOpts := []Option{WithKeyType(cfg.KeyType),
+		validityOption(cfg.LeafNotBefore, cfg.LeafValidFor, DefaultLeafValidity)}
 
 	// Each development CA gets a name of its own, so that messages about
 	// two of them ("issued by X, server trusts Y") can tell them apart.

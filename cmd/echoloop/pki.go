@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -40,6 +41,8 @@ type pkiInitCmd struct {
 	RootKeyOut   string        `placeholder:"FILE" help:"Write the root CA's key here instead of DIR/ca.key (keep it offline)."`
 	CAValidFor   time.Duration `name:"ca-valid-for" default:"${default_ca_valid_for}" help:"Validity of the CA certificates."`
 	ValidFor     time.Duration `default:"${default_leaf_valid_for}" help:"Validity of the server and client certificates."`
+	CANotBefore  string        `name:"ca-not-before" placeholder:"TIME" help:"Start of the CA certificates' validity: RFC 3339 time, or a duration from now such as -48h (default: 5 minutes ago)."`
+	NotBefore    string        `placeholder:"TIME" help:"Start of the server and client certificates' validity, in the same forms (default: 5 minutes ago)."`
 	Force        bool          `xor:"existing" help:"Replace existing files."`
 	// KeepExisting lets a container run init on every start: a shell-less
 	// image has no `test -f` to guard the command with.
@@ -59,9 +62,15 @@ func (c *pkiInitCmd) Validate() error {
 			problems = append(problems, fmt.Sprintf("%s must be positive, got %s", v.flag, v.value))
 		}
 	}
+	for flag, value := range map[string]string{"--ca-not-before": c.CANotBefore, "--not-before": c.NotBefore} {
+		if _, err := parseWhen(flag, value, time.Now()); err != nil {
+			problems = append(problems, err.Error())
+		}
+	}
 	if len(problems) > 0 {
+		slices.Sort(problems)
 		return errors.New(strings.Join(problems, "; ") +
-			" (for an expired certificate, use pki issue with --not-before)")
+			" (for an expired certificate, set --not-before in the past)")
 	}
 	return nil
 }
@@ -74,6 +83,7 @@ func (c *pkiInitCmd) Run(out *output) error {
 		}
 	}
 
+	now := time.Now()
 	result, err := pki.Init(pki.InitConfig{
 		Dir:          c.Certs,
 		ServerSANs:   c.SAN,
@@ -83,7 +93,10 @@ func (c *pkiInitCmd) Run(out *output) error {
 		RootKeyPath:  c.RootKeyOut,
 		CAValidFor:   c.CAValidFor,
 		LeafValidFor: c.ValidFor,
-		Force:        c.Force,
+		// Both checked in Validate; an empty value is the zero time.
+		CANotBefore:   must(parseWhen("--ca-not-before", c.CANotBefore, now)),
+		LeafNotBefore: must(parseWhen("--not-before", c.NotBefore, now)),
+		Force:         c.Force,
 	})
 	if err != nil {
 		return err
@@ -189,30 +202,33 @@ func (c *pkiIssueCmd) Validate() error {
 	if c.ValidFor <= 0 {
 		return fmt.Errorf("--valid-for must be positive, got %s", c.ValidFor)
 	}
-	if c.NotBefore != "" {
-		if _, err := parseWhen(c.NotBefore, time.Now()); err != nil {
-			return err
-		}
-	}
-	return nil
+	_, err := parseWhen("--not-before", c.NotBefore, time.Now())
+	return err
 }
 
-// parseWhen reads a moment as RFC 3339 or as a duration from now.
-func parseWhen(value string, now time.Time) (time.Time, error) {
+// parseWhen reads the value of flag, a moment, as RFC 3339 or as a
+// duration from now; empty is the zero time.
+func parseWhen(flag, value string, now time.Time) (time.Time, error) {
+	if value == "" {
+		return time.Time{}, nil
+	}
 	if t, err := time.Parse(time.RFC3339, value); err == nil {
 		return t, nil
 	}
 	if d, err := time.ParseDuration(value); err == nil {
 		return now.Add(d), nil
 	}
-	return time.Time{}, fmt.Errorf("--not-before %q is neither an RFC 3339 time (2026-01-02T15:04:05Z) "+
-		"nor a duration from now (-48h)", value)
+	return time.Time{}, fmt.Errorf("%s %q is neither an RFC 3339 time (2026-01-02T15:04:05Z) "+
+		"nor a duration from now (-48h)", flag, value)
 }
+
+// must drops the error of a value already checked in Validate.
+func must[T any](v T, _ error) T { return v }
 
 func (c *pkiIssueCmd) Run(out *output) error {
 	opts := []pki.Option{pki.WithKeyType(pki.KeyType(c.KeyType))}
 	if c.NotBefore != "" {
-		start, _ := parseWhen(c.NotBefore, time.Now()) // checked in Validate
+		start, _ := parseWhen("--not-before", c.NotBefore, time.Now()) // checked in Validate
 		opts = append(opts, pki.WithValidity(start, start.Add(c.ValidFor)))
 	} else {
 		opts = append(opts, pki.WithValidFor(c.ValidFor))

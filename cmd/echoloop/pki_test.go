@@ -252,6 +252,59 @@ func TestPKIRootKeyElsewhere(t *testing.T) {
 	}
 }
 
+// TestPKIInitValidity makes whole PKIs that are expired or not yet valid,
+// as tests of a server's clock handling need them.
+func TestPKIInitValidity(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	cases := []struct {
+		name               string
+		args               []string
+		caStart, leafStart time.Time
+		caFor, leafFor     time.Duration
+	}{
+		{
+			name:    "ok/already expired CA and leaves",
+			args:    []string{"--ca-not-before=-48h", "--ca-valid-for=24h", "--not-before=-30h", "--valid-for=1h"},
+			caStart: now.Add(-48 * time.Hour), caFor: 24 * time.Hour,
+			leafStart: now.Add(-30 * time.Hour), leafFor: time.Hour,
+		},
+		{
+			name:    "ok/leaves not yet valid",
+			args:    []string{"--not-before", now.Add(72 * time.Hour).UTC().Format(time.RFC3339)},
+			caStart: now.Add(-pki.Backdate), caFor: pki.Backdate + pki.DefaultCAValidity,
+			leafStart: now.Add(72 * time.Hour), leafFor: pki.DefaultLeafValidity,
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			certs := t.TempDir()
+			mustRun(t, exitOK, append([]string{"pki", "init", "--certs", certs}, tc.args...)...)
+			for file, want := range map[string]struct {
+				start time.Time
+				valid time.Duration
+			}{
+				pki.CACertFile:     {tc.caStart, tc.caFor},
+				pki.ServerCertFile: {tc.leafStart, tc.leafFor},
+				pki.ClientCertFile: {tc.leafStart, tc.leafFor},
+			} {
+				chain, err := pki.LoadCertificates(filepath.Join(certs, file))
+				if err != nil {
+					t.Fatal(err)
+				}
+				cert := chain[0]
+				if d := cert.NotBefore.Sub(want.start).Abs(); d > time.Minute {
+					t.Errorf("%s starts %s, want %s", file, cert.NotBefore, want.start)
+				}
+				if got := cert.NotAfter.Sub(cert.NotBefore); got != want.valid {
+					t.Errorf("%s is valid for %s, want %s", file, got, want.valid)
+				}
+			}
+		})
+	}
+}
+
 func TestPKICommandsRefused(t *testing.T) {
 	t.Parallel()
 	certs := t.TempDir()
@@ -293,6 +346,11 @@ func TestPKICommandsRefused(t *testing.T) {
 			args:     []string{"pki", "init", "--certs", t.TempDir(), "--ca-valid-for", "0s", "--valid-for=-1h"},
 			wantCode: exitUsage, wantErr: []string{"--ca-valid-for must be positive, got 0s",
 				"--valid-for must be positive, got -1h0m0s", "--not-before"},
+		},
+		{
+			name:     "refused/init with a start that is no time",
+			args:     []string{"pki", "init", "--certs", t.TempDir(), "--ca-not-before", "soon"},
+			wantCode: exitUsage, wantErr: []string{`--ca-not-before "soon" is neither`},
 		},
 		{
 			name:     "refused/a validity that is not positive",
