@@ -612,4 +612,3 @@ func TestAuthenticatedClientsThatNeverAskAreClosed(t *testing.T) {
 		idleTimeout+time.Second+slack)
 	memory.check(t, 32*mib)
 }
-
