@@ -253,7 +253,7 @@ func (s *Server) routes() (http.Handler, error) {
 			}
 		}),
 		vanguard.WithDefaultServiceOptions(
-			vanguard.WithMaxMessageBufferBytes(uint32(s.opts.maxMessageBytes)),
+			vanguard.WithMaxMessageBufferBytes(uint32(s.opts.maxMessageBytes)), //nolint:gosec // G115: validate keeps it within 1 GiB
 		),
 	)
 	if err != nil {

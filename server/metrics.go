@@ -112,7 +112,7 @@ func (s *Server) serveMetrics(ctx context.Context) error {
 	if host, port, err := net.SplitHostPort(addr); err == nil && host == "" {
 		addr = net.JoinHostPort("127.0.0.1", port)
 	}
-	ln, err := net.Listen("tcp", addr)
+	ln, err := new(net.ListenConfig).Listen(ctx, "tcp", addr)
 	if err != nil {
 		return fmt.Errorf("server: listening for metrics on %s: %w", addr, err)
 	}

@@ -231,18 +231,6 @@ func dialTLS(srv *servertest.Server, alpn ...string) (*tls.Conn, error) {
 	})
 }
 
-// mustDialTLS is [dialTLS] for the test's own goroutine: it fails the test
-// on error and closes the connection when the test ends.
-func mustDialTLS(t *testing.T, srv *servertest.Server, alpn ...string) *tls.Conn {
-	t.Helper()
-	conn, err := dialTLS(srv, alpn...)
-	if err != nil {
-		t.Fatalf("handshake: %v", err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return conn
-}
-
 // closedAfter reads from conn until the server closes it and returns how
 // long that took, or an error if the server has not closed it after limit.
 // Whatever the server sends before closing is discarded. It is safe to
