@@ -1,3 +1,7 @@
+// golangci-lint, pinned apart from the main go.mod: it brings some 200
+// modules of its own, and sharing one build list with the server would let
+// a linter upgrade move the server's dependencies (and the reverse).
+// Run it as: go tool -modfile=tools/lint/go.mod golangci-lint run (go tool task lint:go).
 module github.com/echoloop/echoloop/tools/lint
 
 go 1.26.7
