@@ -34,10 +34,17 @@ func limitBodies(next http.Handler, maxMessageBytes int) http.Handler {
 }
 
 // enveloped reports whether a content type frames each message with a
-// 5-byte prefix: a flags byte and a big-endian length.
+// 5-byte prefix, a flags byte and a big-endian length: gRPC, gRPC-Web and
+// Connect streams, with or without a codec suffix, in any case, as
+// connect-go reads them.
 func enveloped(contentType string) bool {
-	return strings.HasPrefix(contentType, "application/grpc") ||
-		strings.HasPrefix(contentType, "application/connect+")
+	base, _, _ := strings.Cut(strings.ToLower(contentType), ";")
+	base = strings.TrimSpace(base)
+	if strings.HasPrefix(base, "application/connect+") {
+		return true
+	}
+	family, _, _ := strings.Cut(base, "+")
+	return family == "application/grpc" || family == "application/grpc-web"
 }
 
 // envelopeLimiter passes an enveloped body through unchanged, reading each

@@ -52,3 +52,23 @@ func TestEnvelopeLimiter(t *testing.T) {
 		}
 	}
 }
+
+func TestEnvelopedContentTypes(t *testing.T) {
+	t.Parallel()
+	for contentType, want := range map[string]bool{
+		"application/grpc":                         true,
+		"application/grpc+proto":                   true,
+		"application/grpc-web+json; charset=utf-8": true,
+		"Application/GRPC-Web":                     true,
+		"application/connect+proto":                true,
+		"application/proto":                        false,
+		"application/json":                         false,
+		"application/grpc-web-text":                false, // base64, which neither connect-go nor vanguard serves
+		"application/grpcx":                        false,
+		"":                                         false,
+	} {
+		if got := enveloped(contentType); got != want {
+			t.Errorf("enveloped(%q) = %v, want %v", contentType, got, want)
+		}
+	}
+}
