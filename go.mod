@@ -2,6 +2,11 @@ module github.com/echoloop/echoloop
 
 go 1.26.7
 
+// Go 1.26.8's standard library has vulnerabilities the server reaches
+// (net/http, crypto/tls, crypto/x509: .ci/govulncheck lists them); 1.26.11
+// fixes them. With GOTOOLCHAIN=auto, as .ci/run sets it, go fetches it.
+toolchain go1.26.11
+
 require (
 	connectrpc.com/connect v1.21.1
 	connectrpc.com/grpchealth v1.5.0

@@ -184,7 +184,7 @@ func Init(cfg InitConfig) (*InitResult, error) {
 	}
 	set = append(set, encodedFile{filepath.Join(cfg.Dir, CRLFile), crl, CertFileMode})
 
-	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil { //nolint:gosec // G301: certificates in it are for others to read; each key is 0600
 		return nil, fmt.Errorf("pki: creating directory %q: %w", cfg.Dir, err)
 	}
 	// The root key's own directory, readable by its owner only: it is

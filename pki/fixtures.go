@@ -346,7 +346,7 @@ func (s *Fixtures) Write(dir string, force bool) ([]string, error) {
 		encodedFile{filepath.Join(dir, ManifestFile), append(data, '\n'), CertFileMode},
 	)
 
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o755); err != nil { //nolint:gosec // G301: certificates in it are for others to read; each key is 0600
 		return nil, fmt.Errorf("pki: creating directory %q: %w", dir, err)
 	}
 	return set.write(force)

@@ -253,7 +253,7 @@ func (s *Server) routes() (http.Handler, error) {
 			}
 		}),
 		vanguard.WithDefaultServiceOptions(
-			vanguard.WithMaxMessageBufferBytes(uint32(s.opts.maxMessageBytes)),
+			vanguard.WithMaxMessageBufferBytes(uint32(s.opts.maxMessageBytes)), //nolint:gosec // G115: validate keeps it within 1 GiB
 		),
 	)
 	if err != nil {
@@ -268,7 +268,7 @@ func (s *Server) routes() (http.Handler, error) {
 	mux.Handle(grpcreflect.NewHandlerV1(reflector, handlerOptions...))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, handlerOptions...))
 	mux.Handle("GET "+metricsPath, s.allowedOnly(s.metrics.handler()))
-	return s.logCalls(mux), nil
+	return s.logCalls(limitBodies(mux, s.opts.maxMessageBytes)), nil
 }
 
 // allowedOnly applies the policy to a plain HTTP handler, which the RPC

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -106,12 +107,12 @@ func (c expiryCollector) Collect(ch chan<- prometheus.Metric) {
 
 // serveMetrics serves /metrics and /healthz in plain HTTP on the metrics
 // address until the returned stop is called.
-func (s *Server) serveMetrics() (stop func(), err error) {
+func (s *Server) serveMetrics(ctx context.Context) (stop func(), err error) {
 	addr := s.opts.metricsAddr
 	if host, port, err := net.SplitHostPort(addr); err == nil && host == "" {
 		addr = net.JoinHostPort("127.0.0.1", port)
 	}
-	ln, err := net.Listen("tcp", addr)
+	ln, err := new(net.ListenConfig).Listen(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("server: listening for metrics on %s: %w", addr, err)
 	}

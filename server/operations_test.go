@@ -402,7 +402,7 @@ func TestKubernetesStyleSymlinkSwap(t *testing.T) {
 	viaLinks, err := server.New(
 		server.WithCredentialFiles(filepath.Join(root, pki.ServerCertFile), filepath.Join(root, pki.ServerKeyFile),
 			filepath.Join(root, pki.CACertFile)),
-		server.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))),
+		server.WithLogger(slog.New(slog.DiscardHandler)),
 	)
 	if err != nil {
 		t.Fatal(err)
@@ -414,7 +414,12 @@ func TestKubernetesStyleSymlinkSwap(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	served := make(chan error, 1)
 	go func() { served <- viaLinks.Serve(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-served })
+	t.Cleanup(func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
 	linkedSrv := &servertest.Server{Addr: ln.Addr().String(), URL: "https://" + ln.Addr().String()}
 	before := presentedSerial(t, linkedSrv, []*pki.Authority{srv.CA}, srv.Client) // serving, and watching
 	if before != pki.SerialHex(srv.ServerCert.Certificate) {

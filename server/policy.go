@@ -57,7 +57,7 @@ func (p Policy) Validate() error {
 	for _, pattern := range p.DNSNames {
 		if strings.Contains(strings.TrimPrefix(pattern, "*."), "*") {
 			problems = append(problems, fmt.Errorf("allowed DNS name %q: a wildcard may only start "+
-				"the pattern, as *.", pattern))
+				"the pattern, as in *.example.org", pattern))
 		}
 	}
 	return errors.Join(problems...)

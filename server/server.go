@@ -414,6 +414,17 @@ func (s *Server) refreshCRL(always bool) {
 	}
 }
 
+// tls12CipherSuites are the suites offered when TLS 1.2 is allowed, for
+// ECDSA and RSA server keys alike.
+var tls12CipherSuites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+}
+
 // baseTLSConfig holds every TLS setting of the port that does not depend
 // on the certificates in use; each material is built from a clone of it.
 func (s *Server) baseTLSConfig() *tls.Config {
@@ -421,7 +432,12 @@ func (s *Server) baseTLSConfig() *tls.Config {
 		// TLS 1.3 by default: it encrypts the client certificate, which
 		// TLS 1.2 sends in the clear for any on-path observer to read.
 		MinVersion: s.opts.minVersion,
-		ClientAuth: tls.RequireAndVerifyClientCert,
+		// Under TLS 1.2, only forward-secret AEAD suites. Go's default list
+		// also holds ECDHE with AES-CBC and SHA-1, which TLS scanners flag
+		// (CBC padding oracles such as Lucky13) and no current client
+		// needs. TLS 1.3's suites are fixed by Go and all AEAD.
+		CipherSuites: tls12CipherSuites,
+		ClientAuth:   tls.RequireAndVerifyClientCert,
 		// h2 first: gRPC needs HTTP/2; HTTP/1.1 stays for curl --http1.1,
 		// gRPC-Web from browsers, and plain JSON clients.
 		NextProtos:       []string{http2.NextProtoTLS, "http/1.1"},
@@ -503,7 +519,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return err
 	}
 	if s.opts.metricsAddr != "" {
-		stopMetrics, err := s.serveMetrics()
+		stopMetrics, err := s.serveMetrics(ctx)
 		if err != nil {
 			return err
 		}

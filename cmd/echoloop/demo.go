@@ -48,7 +48,7 @@ func (c *demoCmd) Run(ctx context.Context, out *output) error {
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := new(net.ListenConfig).Listen(ctx, "tcp", "127.0.0.1:0")
 	if err != nil {
 		return fmt.Errorf("listening on a loopback port: %w", err)
 	}
@@ -57,7 +57,9 @@ func (c *demoCmd) Run(ctx context.Context, out *output) error {
 	go func() { served <- srv.Serve(serveCtx, ln) }()
 	defer func() {
 		stopServer()
-		<-served
+		if err := <-served; err != nil {
+			fmt.Fprintf(out.err, "demo: stopping the server: %v\n", err)
+		}
 	}()
 
 	port := ln.Addr().(*net.TCPAddr).Port

@@ -82,7 +82,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		kong.Writers(stdout, stderr),
 		kong.Exit(func(int) { exited = true }),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
-		kong.Vars(commandVars()),
+		commandVars(),
 		kong.BindTo(ctx, (*context.Context)(nil)),
 		kong.Bind(&output{in: stdin, out: stdout, err: stderr}),
 	)

@@ -386,7 +386,12 @@ func TestServePolicyFlags(t *testing.T) {
 		served <- run(ctx, []string{"serve", "--certs", certs, "--addr", addr, "--allow-cn", "someone-else"}, strings.NewReader(""),
 			&bytes.Buffer{}, &syncWriter{w: &bytes.Buffer{}})
 	}()
-	t.Cleanup(func() { stop(); <-served })
+	t.Cleanup(func() {
+		stop()
+		if err := <-served; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
 
 	deadline := time.Now().Add(10 * time.Second)
 	for {

@@ -136,7 +136,7 @@ func (c *serveCmd) Run(ctx context.Context, out *output) error {
 		return c.withInitHint(err, "server")
 	}
 
-	ln, err := net.Listen("tcp", c.Addr)
+	ln, err := new(net.ListenConfig).Listen(ctx, "tcp", c.Addr)
 	if err != nil {
 		hint := ""
 		if errors.Is(err, syscall.EADDRINUSE) {
