@@ -484,7 +484,7 @@ func (h *rawH2) waitClosed(t *testing.T, limit time.Duration) {
 	}
 }
 
-// metricValue reads one unlabelled series from the server's plain metrics
+// scrapeMetric reads one unlabelled series from the server's plain metrics
 // address, or -1 when it is not there.
 func scrapeMetric(t *testing.T, srv *servertest.Server, name string) float64 {
 	t.Helper()
