@@ -382,7 +382,7 @@ func listServices(ctx context.Context, hc *http.Client, baseURL string) ([]strin
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, err
 	}
-	defer stream.CloseResponse()
+	defer func() { _ = stream.CloseResponse() }() // the answer, or its error, is what counts
 	answer, err := stream.Receive()
 	if err != nil {
 		return nil, err
