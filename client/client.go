@@ -454,7 +454,8 @@ func (c *Client) postJSON(ctx context.Context, hc *http.Client, req *echov1.Echo
 	httpReq.Header.Set("Content-Type", "application/json")
 	if deadline, ok := ctx.Deadline(); ok {
 		// The RPC protocols carry the deadline in their own headers; the
-		// plain route takes it in vanguard's REST header, in seconds.
+		// plain route takes it in X-Server-Timeout, in seconds, as REST
+		// gateways do.
 		seconds := max(time.Until(deadline).Seconds(), 0.001)
 		httpReq.Header.Set("X-Server-Timeout", strconv.FormatFloat(seconds, 'f', 3, 64))
 	}

@@ -13,14 +13,8 @@ import (
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
 	"connectrpc.com/grpcreflect"
-	"connectrpc.com/vanguard"
-	"google.golang.org/genproto/googleapis/api/annotations"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protodesc"
-	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/reflect/protoregistry"
-	"google.golang.org/protobuf/types/descriptorpb"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	echov1 "github.com/echoloop/echoloop/gen/echo/v1"
@@ -231,38 +225,9 @@ func (s *Server) routes() (http.Handler, error) {
 
 	echoPath, echoHandler := echov1connect.NewEchoServiceHandler(echoService{}, echoOptions...)
 
-	// The plain route is a transcoding rule given in code rather than an
-	// annotation in the schema, so the wire contract stays one small file.
-	// vanguard turns the JSON POST into a Connect call to the very same
-	// handler, so the interceptors and limits are the RPC ones.
-	schema, err := unaryEchoSchema()
-	if err != nil {
-		return nil, fmt.Errorf("server: configuring the plain HTTP route: %w", err)
-	}
-	transcoder, err := vanguard.NewTranscoder(
-		[]*vanguard.Service{vanguard.NewServiceWithSchema(schema, echoHandler)},
-		vanguard.WithRules(&annotations.HttpRule{
-			Selector: echov1connect.EchoServiceName + ".Echo",
-			Pattern:  &annotations.HttpRule_Post{Post: PlainHTTPPath},
-			Body:     "*",
-		}),
-		vanguard.WithCodec(func(res vanguard.TypeResolver) vanguard.Codec {
-			return &vanguard.JSONCodec{
-				MarshalOptions:   protojson.MarshalOptions{Resolver: res, EmitUnpopulated: true},
-				UnmarshalOptions: protojson.UnmarshalOptions{Resolver: res},
-			}
-		}),
-		vanguard.WithDefaultServiceOptions(
-			vanguard.WithMaxMessageBufferBytes(uint32(s.opts.maxMessageBytes)),
-		),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("server: configuring the plain HTTP route: %w", err)
-	}
-
 	mux := http.NewServeMux()
 	mux.Handle(echoPath, echoHandler)
-	mux.Handle(PlainHTTPPath, plainJSON(transcoder))
+	mux.Handle(PlainHTTPPath, plainRoute(echoHandler))
 	mux.Handle(grpchealth.NewHandler(s.health, handlerOptions...))
 	reflector := grpcreflect.NewStaticReflector(echov1connect.EchoServiceName, grpchealth.HealthV1ServiceName)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector, handlerOptions...))
@@ -315,36 +280,15 @@ func plainJSON(next http.Handler) http.Handler {
 // writeStatus writes an error in the plain route's format, a google.rpc.Status
 // in JSON.
 func writeStatus(w http.ResponseWriter, httpStatus int, code connect.Code, message string) {
-	body, _ := json.Marshal(map[string]any{"code": int(code), "message": message, "details": []any{}})
+	writeStatusDetails(w, httpStatus, code, message, []json.RawMessage{})
+}
+
+func writeStatusDetails(w http.ResponseWriter, httpStatus int, code connect.Code, message string,
+	details []json.RawMessage) {
+	body, _ := json.Marshal(map[string]any{"code": int(code), "message": message, "details": details})
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(httpStatus)
 	_, _ = w.Write(body)
-}
-
-// unaryEchoSchema is EchoService with only its Echo method, for the
-// transcoder. vanguard applies a rule's selector as a prefix, so the rule
-// for echo.v1.EchoService.Echo would also claim EchoStream and EchoChat,
-// and the same route for three methods is refused. A schema without them
-// keeps the rule to Echo; the streams are served by the RPC route alone.
-func unaryEchoSchema() (protoreflect.ServiceDescriptor, error) {
-	file := protodesc.ToFileDescriptorProto(echov1.File_echo_v1_echo_proto)
-	for _, svc := range file.GetService() {
-		if svc.GetName() != "EchoService" {
-			continue
-		}
-		var unary []*descriptorpb.MethodDescriptorProto
-		for _, m := range svc.GetMethod() {
-			if m.GetName() == "Echo" {
-				unary = append(unary, m)
-			}
-		}
-		svc.Method = unary
-	}
-	fd, err := protodesc.NewFile(file, protoregistry.GlobalFiles)
-	if err != nil {
-		return nil, fmt.Errorf("building the Echo-only schema: %w", err)
-	}
-	return fd.Services().ByName("EchoService"), nil
 }
 
 // strictJSON is Echo's JSON codec; see routes for why it differs from

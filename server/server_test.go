@@ -238,12 +238,15 @@ func TestPlainRouteRefusesWhatIsNotAJSONPost(t *testing.T) {
 
 	cases := []struct {
 		name, method, contentType string
+		timeout                   string
 		wantStatus                int
 		wantMessage               string
 	}{
-		{"refused/GET", http.MethodGet, "", http.StatusMethodNotAllowed, "takes POST"},
-		{"refused/text body", http.MethodPost, "text/plain", http.StatusUnsupportedMediaType,
+		{"refused/GET", http.MethodGet, "", "", http.StatusMethodNotAllowed, "takes POST"},
+		{"refused/text body", http.MethodPost, "text/plain", "", http.StatusUnsupportedMediaType,
 			"send Content-Type: application/json"},
+		{"refused/a deadline that is not a number", http.MethodPost, "", "soon", http.StatusBadRequest,
+			`X-Server-Timeout "soon" is not a positive number of seconds`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -255,6 +258,9 @@ func TestPlainRouteRefusesWhatIsNotAJSONPost(t *testing.T) {
 			}
 			if tc.contentType != "" {
 				req.Header.Set("Content-Type", tc.contentType)
+			}
+			if tc.timeout != "" {
+				req.Header.Set("X-Server-Timeout", tc.timeout)
 			}
 			resp, err := hc.Do(req)
 			if err != nil {
