@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/echoloop/echoloop/client"
-	"github.com/echoloop/echoloop/pki"
 )
 
 // verdict is one budget line.
@@ -97,17 +96,21 @@ func (run *suiteRun) report() (string, []verdict) {
 	var b strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 
-	w("# Benchmarks\n\n")
-	w("What echoloop's one port costs, measured side by side with a native grpc-go server, grpc-go's\n")
-	w("`ServeHTTP` on `net/http`, a bare connect-go handler and a bare `crypto/tls` listener, all in one\n")
-	w("run. This file is written by `go tool task bench` (`go run ./bench`); do not edit it by hand:\n")
-	w("the prose lives in `bench/report.go`.\n\n")
-	w("Run on %s: %s; %d cores, %s of memory, %s, %s. The suite took %s. Load average\n",
+	intro := &strings.Builder{}
+	wi := func(format string, args ...any) { fmt.Fprintf(intro, format, args...) }
+	wi("# Benchmarks\n\n")
+	wi("What echoloop's one port costs, measured side by side with a native grpc-go server, grpc-go's\n")
+	wi("`ServeHTTP` on `net/http`, a bare connect-go handler and a bare `crypto/tls` listener, all in one\n")
+	wi("run. This file is written by `go tool task bench` (`go run ./bench`); do not edit it by hand:\n")
+	wi("the prose lives in `bench/report.go`.\n\n")
+	wi("Run on %s: %s; %d cores, %s of memory, %s, %s. The suite took %s. Load average\n",
 		r.machine.date, r.machine.cpu, r.machine.cores, r.machine.memory, r.machine.kernel, r.machine.goVer,
 		r.elapsed.Round(time.Second))
-	w("(1, 5, 15 minutes) %s before and %s after: other work on the machine moves absolute figures;\n",
+	wi("(1, 5, 15 minutes) %s before and %s after: other work on the machine moves absolute figures;\n",
 		r.loadBefore, r.loadAfter)
-	w("the ratios, each taken within one round, are what to read.\n\n")
+	wi("the ratios, each taken within one round, are what to read.\n\n")
+
+	b.WriteString(reflow(intro.String(), 96))
 
 	w("## Budgets\n\n")
 	w("Each line is the median of the per-round ratios, with the least and greatest in brackets.\n\n")
@@ -148,12 +151,11 @@ func (run *suiteRun) report() (string, []verdict) {
 		w("protocol), %d calls in flight, %d-byte messages, %s per interval. The difference is the cost\n",
 			cfg.concurrency, cfg.messageSize, cfg.duration)
 		w("of everything echoloop adds: identity, policy, the access log, metrics, the protocol's name,\n")
-		w("and for the plain route the transcoder.\n\n")
+		w("and for the plain route its mapping onto the Connect call. One round measures every protocol\n")
+		w("on both servers in turn.\n\n")
 		var all []*series
 		for _, p := range client.Protocols() {
-			for _, s := range r.protocols[p] {
-				all = append(all, &series{label: fmt.Sprintf("%s, %s", s.label, p), samples: s.samples})
-			}
+			all = append(all, r.protocols[p]...)
 		}
 		writeSeriesTable(&b, all)
 		w("| protocol | server CPU per call, echoloop ÷ connect-go | calls/s | allocations per call | writes per call | p99 |\n")
@@ -164,7 +166,7 @@ func (run *suiteRun) report() (string, []verdict) {
 				ratio(e, c, allocsPerCall), ratio(e, c, writesPerCall), ratio(e, c, p99))
 		}
 		w("\n## 3. Protocol parity on echoloop\n\n")
-		w("The same runs as above, each protocol's echoloop figures over the gRPC path's of the same round.\n\n")
+		w("The same runs as above: each protocol's echoloop figures over the gRPC path's of the same round.\n\n")
 		w("| protocol | server CPU per call ÷ gRPC | calls/s ÷ gRPC | p99 ÷ gRPC |\n| --- | --- | --- | --- |\n")
 		grpc := r.protocols[client.GRPC][0]
 		for _, p := range client.Protocols() {
@@ -245,7 +247,7 @@ func (run *suiteRun) writeMethod(b *strings.Builder) {
     else but two choices that decide the bytes on the wire: answers under 1 KiB go uncompressed
     (connect-go's default gzips every answer), and JSON shows empty fields, as echoloop's
     contract does. The plain route is answered by connect-go's own JSON unary handler under the
-    other path.
+    other path, with the deadline moved from `+"`X-Server-Timeout`"+` to the header connect-go reads.
   - *crypto-tls*: a `+"`crypto/tls`"+` listener that completes the handshake, writes an empty
     HTTP/2 SETTINGS frame (an HTTP/2 server's first bytes) and waits for the client to hang up.
 
@@ -263,10 +265,8 @@ func (run *suiteRun) writeMethod(b *strings.Builder) {
   signature on the client certificate, and the server's side of the key exchange the handshakes
   negotiated; a resumed handshake keeps only the key exchange.
 
-`, r0(cfg), cfg.pairs, cfg.handshakeConcurrency, callTimeout, cfg.pairs)
+`, run.results.machine.cores, cfg.pairs, cfg.handshakeConcurrency, callTimeout, cfg.pairs)
 }
-
-func r0(cfg suiteConfig) int { return describeMachine().cores }
 
 func (run *suiteRun) writeHandshakes(b *strings.Builder) {
 	r := &run.results
@@ -388,9 +388,211 @@ func joinInts(ns []int) string {
 }
 
 // writeAnalysis is the part a reader acts on: where echoloop's time goes,
-// and what to choose.
-func writeAnalysis(b *strings.Builder, r *results) {
-	fmt.Fprintf(b, "## Where the time goes\n\n(to be written from the profiles)\n\n")
-	fmt.Fprintf(b, "## What to conclude\n\n(to be written)\n\n")
-	_ = pki.KeyECDSAP256
+// and what to choose. Figures come from this run; what the profiles showed
+// (go run ./bench -profile DIR) is said as such.
+func writeAnalysis(out *strings.Builder, r *results) {
+	var b strings.Builder
+	defer func() { out.WriteString(reflow(b.String(), 96)) }()
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	w("## Where the time goes\n\n")
+
+	if r.grpc != nil {
+		e, g, h := r.grpc[0], r.grpc[1], r.grpc[2]
+		w("**A gRPC call.** echoloop spends %.0f µs of server CPU on a call that native grpc-go answers in\n",
+			e.median(cpuPerCall))
+		w("%.0f µs (%s). The difference is the HTTP/2 server, not echoloop's additions: x/net/http2, which\n",
+			g.median(cpuPerCall), ratio(e, g, cpuPerCall))
+		w("connect-go and grpc-go's `ServeHTTP` both run on, gives each call a goroutine of its own, moves\n")
+		w("every frame through its serve loop over channels and allocates more per call (%.0f allocations\n",
+			e.median(allocsPerCall))
+		w("against grpc-go's %.0f). Left to itself it also flushes after nearly every answer: grpc-go's\n",
+			g.median(allocsPerCall))
+		w("`ServeHTTP` makes %.2f write system calls per call where grpc-go's own transport makes %.2f, and\n",
+			h.median(writesPerCall), g.median(writesPerCall))
+		w("on loopback a write also carries the receiving side's TCP work, which makes it the largest\n")
+		w("single cost of a call in the profiles. echoloop gathers what the HTTP/2 server writes while a\n")
+		w("write is under way, or until the goroutines already runnable have had a turn, as grpc-go's\n")
+		w("writer does (`server/coalesce.go`): %.2f writes per call, and %s the CPU of `ServeHTTP`.\n",
+			e.median(writesPerCall), ratio(e, h, cpuPerCall))
+		w("Closing the rest of the gap would take an HTTP/2 server with grpc-go's design (one writer loop,\n")
+		w("no goroutine per stream), that is, grpc-go's own transport, which serves gRPC alone.\n\n")
+	}
+	if got := r.protocols; got != nil {
+		w("**echoloop against bare connect-go.** What echoloop adds to each call — reading the\n")
+		w("connection's identity and policy decision (made once, at the connection's start), the protocol's\n")
+		w("name, an access log line, four metric updates, the recorder that learns the code the client\n")
+		w("got — comes to a few microseconds (`BenchmarkHandler` in `server/`, and the profiles: the\n")
+		w("access log line was the largest part, about 7 %% of a call's CPU before it was built by hand and\n")
+		w("written in batches). It is more than paid for by the coalesced writes, which the bare handler\n")
+		w("does not have: per call, echoloop makes %.2f writes over gRPC where bare connect-go makes %.2f.\n",
+			got[client.GRPC][0].median(writesPerCall), got[client.GRPC][1].median(writesPerCall))
+		http, grpc := got[client.HTTP], got[client.GRPC]
+		w("The plain route costs %s of echoloop's gRPC path because of JSON: protojson encodes the\n",
+			ratio(http[0], grpc[0], cpuPerCall))
+		w("answer, peer and timestamps included, several times slower than protobuf, and bare connect-go's\n")
+		w("own JSON call shows the same (%s of its gRPC). The route used to go through a general\n",
+			ratio(http[1], grpc[1], cpuPerCall))
+		w("transcoder (connectrpc.com/vanguard), which re-encoded and flushed every answer in parts; it is\n")
+		w("now Connect's unary JSON call under another path (`server/plain.go`). Against bare connect-go's\n")
+		w("JSON call it is at %s: the rewrite, the deadline header and the error translation, with the\n",
+			ratio(http[0], http[1], cpuPerCall))
+		w("access log and metrics weighing as on every protocol.\n\n")
+	}
+	if r.full != nil {
+		e, t := r.full[0], r.full[1]
+		bound := spreadOf(mapBound(r.bound, cryptoCost.full)).median
+		w("**Handshakes.** A full mutual-TLS handshake costs echoloop %.0f µs of server CPU; its\n", e.median(cpuPerCall))
+		w("cryptography alone, %.0f µs (%.0f %%). The key exchange is the largest part of that bound: Go's default,\n",
+			bound, 100*bound/e.median(cpuPerCall))
+		w("%s, is a hybrid with ML-KEM-768, which protects the session against a future quantum computer;\n", r.curve)
+		if len(r.bound) > 0 {
+			w("it takes %.0f µs of the %.0f. ", micros(r.bound[0].keyExchange), micros(r.bound[0].full()))
+		}
+		w("The rest of a handshake is crypto/tls's own work and the kernel's (messages,\n")
+		w("transcript hashes, parsing and chain building, record encryption, three socket writes), which\n")
+		w("the bare `crypto/tls` listener pays too: %.0f µs. What echoloop adds per connection is an\n", t.median(cpuPerCall))
+		w("HTTP/2 server connection (x/net's: two goroutines, two timers, the SETTINGS and WINDOW_UPDATE\n")
+		w("it writes first), the listener that logs refusals (a goroutine per handshake), and the identity\n")
+		w("and policy decision. connect-go on the same HTTP/2 server pays the first: connect-go ÷ crypto-tls\n")
+		w("is %s in handshakes per core, echoloop ÷ connect-go %s. So most of what stands between\n",
+			ratio(r.full[2], t, capacity), ratio(e, r.full[2], capacity))
+		w("echoloop and the budget's 0.90× of a bare listener is the HTTP/2 connection itself, which a\n")
+		w("server that speaks HTTP/2 cannot skip; it could only be made cheaper inside x/net. A resumed\n")
+		w("handshake skips the signatures and the chain but keeps the key exchange, so it saves less than\n")
+		w("one might hope (%.0f µs against %.0f), and the fixed\n", r.resumed[0].median(cpuPerCall), e.median(cpuPerCall))
+		w("cost of an HTTP/2 connection weighs more on it. What would change the handshake figures: a\n")
+		w("server that sets `CurvePreferences` to X25519 alone saves most of ML-KEM's share, at the price\n")
+		w("of post-quantum protection; clients that keep their connections (every gRPC and HTTP/2 client\n")
+		w("does by default) pay a handshake once, not per call.\n\n")
+	}
+	if r.idle != nil {
+		w("**Idle connections.** An established HTTP/2 connection holds x/net's server connection (its\n")
+		w("framer, header tables, flow-control state and write scheduler), crypto/tls's buffers and two\n")
+		w("parked goroutines with their stacks; the coalescing writer keeps neither goroutine nor buffer\n")
+		w("while the connection is idle.")
+		for _, idle := range r.idle {
+			if len(idle.points) > 0 {
+				last := idle.points[len(idle.points)-1]
+				w(" %s: %.0f KiB and %.0f goroutines per connection at %d.", idle.server, last.goMemory/1024,
+					last.goroutines, last.conns)
+			}
+		}
+		w("\n\n")
+	}
+	if r.openLoop != nil {
+		w("**At a fixed rate.** CPU per call is higher in the open-loop runs than under 50 calls in flight:\n")
+		w("at %.0f calls a second calls seldom overlap, so each pays alone for waking the server's\n",
+			r.openLoop[0].median(callsPerSec))
+		w("goroutines and for its own write, on every server alike.\n\n")
+	}
+
+	w("## What to conclude\n\n")
+	if r.keys != nil {
+		base := r.keys[0].full
+		w("- **Key type.** ECDSA P-256, echoloop's default, or Ed25519: the cheapest handshakes. RSA-2048\n")
+		w("  costs %s the server CPU of P-256 per full handshake and RSA-4096 %s (see [Key types](#key-types));\n",
+			ratio(r.keys[2].full, base, cpuPerCall), ratio(r.keys[3].full, base, cpuPerCall))
+		w("  after the handshake the key type costs nothing.\n")
+	}
+	if r.protocols != nil {
+		got := r.protocols
+		w("- **Protocol.** On echoloop, Connect, gRPC and gRPC-Web cost about the same per call (%s and %s\n",
+			ratio(got[client.Connect][0], got[client.GRPC][0], cpuPerCall),
+			ratio(got[client.GRPCWeb][0], got[client.GRPC][0], cpuPerCall))
+		w("  of gRPC); the plain JSON route costs %s, the price of JSON. Choose by client, not by cost.\n",
+			ratio(got[client.HTTP][0], got[client.GRPC][0], cpuPerCall))
+	}
+	if r.grpc != nil {
+		e, g, h := r.grpc[0], r.grpc[1], r.grpc[2]
+		w("- **Native grpc-go or echoloop.** A native grpc-go server spends %s of echoloop's CPU per gRPC\n",
+			invert(ratio(e, g, cpuPerCall)))
+		w("  call. It is worth its missing protocols when gRPC is the only protocol you will ever serve and\n")
+		w("  CPU per call is what you pay for (many small calls); you then give up Connect, gRPC-Web and\n")
+		w("  plain HTTP on the same port (a proxy such as Envoy has to translate gRPC-Web), and the identity,\n")
+		w("  logs and metrics echoloop gives every call. If you serve more than gRPC, echoloop costs %s of\n",
+			ratio(e, h, cpuPerCall))
+		w("  what mounting grpc-go on net/http with `ServeHTTP` costs, and it serves all four protocols.\n")
+	}
+	if r.openLoop != nil {
+		e, g := r.openLoop[0], r.openLoop[1]
+		w("- **Latency.** At a steady %.0f calls a second, echoloop's p50 is %s and p99 %s, against\n",
+			e.median(callsPerSec), us(e.median(p50)), us(e.median(p99)))
+		w("  grpc-go's %s and %s (per round, p99 %s). Well below saturation both answer in the time\n",
+			us(g.median(p50)), us(g.median(p99)), ratio(e, g, p99))
+		w("  of the machine's scheduling; the gap in CPU per call turns into latency as the load nears\n")
+		w("  what the cores can carry.\n")
+	}
+	if r.idle != nil {
+		for _, idle := range r.idle {
+			if idle.server == kindEcholoop && len(idle.points) > 0 {
+				last := idle.points[len(idle.points)-1]
+				w("- **Connections.** An idle mTLS connection costs echoloop %.0f KiB of Go memory: %d of them\n",
+					last.goMemory/1024, last.conns)
+				w("  take %.0f MiB. Memory is not what limits the connections a server holds; file descriptors\n",
+					last.goMemory*float64(last.conns)/(1<<20))
+				w("  (`--max-connections`, the process's limit) are.\n")
+			}
+		}
+	}
+	w("- **This machine.** Client and server share %d cores and talk over loopback, where every write\n", r.machine.cores)
+	w("  system call also pays for the receiving side; absolute figures here are higher, and write-bound\n")
+	w("  costs weigh more, than on servers with their clients elsewhere. The ratios are what carries over.\n\n")
+}
+
+func mapBound(costs []cryptoCost, f func(cryptoCost) time.Duration) []float64 {
+	out := make([]float64, len(costs))
+	for i, c := range costs {
+		out[i] = micros(f(c))
+	}
+	return out
+}
+
+// invert turns a ratio a÷b into b÷a.
+func invert(s spread) spread {
+	if s.n == 0 || s.min == 0 || s.max == 0 || s.median == 0 {
+		return s
+	}
+	return spread{median: 1 / s.median, min: 1 / s.max, max: 1 / s.min, n: s.n}
+}
+
+// reflow rewraps the paragraphs and top-level bullets of text at width
+// columns, so that figures put into sentences leave no ragged lines.
+// Headings are kept as they are.
+func reflow(text string, width int) string {
+	var out strings.Builder
+	for _, block := range strings.Split(strings.TrimRight(text, "\n"), "\n\n") {
+		if strings.HasPrefix(block, "#") {
+			out.WriteString(block + "\n\n")
+			continue
+		}
+		var items []string
+		for _, line := range strings.Split(block, "\n") {
+			if strings.HasPrefix(line, "- ") || len(items) == 0 {
+				items = append(items, line)
+				continue
+			}
+			items[len(items)-1] += " " + strings.TrimSpace(line)
+		}
+		for _, item := range items {
+			indent := ""
+			if strings.HasPrefix(item, "- ") {
+				indent = "  "
+			}
+			line := ""
+			for _, word := range strings.Fields(item) {
+				switch {
+				case line == "":
+					line = word
+				case len(line)+1+len(word) > width:
+					out.WriteString(line + "\n")
+					line = indent + word
+				default:
+					line += " " + word
+				}
+			}
+			out.WriteString(line + "\n")
+		}
+		out.WriteString("\n")
+	}
+	return out.String()
 }

@@ -20,12 +20,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -330,7 +332,7 @@ var echoServiceDesc = grpc.ServiceDesc{
 // bareConnect is connect-go's generated handler and nothing else: no
 // interceptors, identity, policy, access log, metrics or transcoder. The
 // plain route is answered by connect-go's own JSON unary call under
-// another path, which is what a JSON POST costs without a transcoder.
+// another path, with the deadline moved to the header connect-go reads.
 //
 // It takes two choices of echoloop's that decide the bytes on the wire:
 // answers under 1 KiB go uncompressed (connect-go's default gzips every
@@ -343,6 +345,12 @@ func bareConnect(a answerer) http.Handler {
 	mux.Handle(path, handler)
 	mux.HandleFunc("POST "+server.PlainHTTPPath, func(w http.ResponseWriter, r *http.Request) {
 		r.URL.Path = echov1connect.EchoServiceEchoProcedure
+		// The deadline, which echoloop's client sends in seconds on this
+		// route, in the header connect-go reads: the call is the same,
+		// deadline and its timer included.
+		if seconds, err := strconv.ParseFloat(r.Header.Get("X-Server-Timeout"), 64); err == nil && seconds > 0 {
+			r.Header.Set("Connect-Timeout-Ms", strconv.FormatInt(int64(math.Ceil(seconds*1000)), 10))
+		}
 		handler.ServeHTTP(w, r)
 	})
 	return mux

@@ -229,7 +229,8 @@ func sumErrors(errs map[string]int64) int64 {
 
 func micros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 
-// warmUpFor is a short unmeasured run of each driver's kind.
+// warmUp is the length of the unmeasured interval before a comparison's
+// rounds: enough to open connections and fill pools, at most a second.
 func (run *suiteRun) warmUp(d time.Duration) time.Duration { return min(d, time.Second) }
 
 // servers starts one server per kind, all with the same key set.
@@ -288,18 +289,27 @@ func (run *suiteRun) protocolSection(ctx context.Context) error {
 	}
 	defer stop()
 
-	run.results.protocols = map[client.Protocol][]*series{}
+	// One round measures every protocol on both servers, so that each
+	// echoloop ÷ connect-go pair is back to back and each protocol's
+	// ratio to the gRPC path is taken within the same half minute.
 	cfg := run.cfg
+	var sides []side
+	var warm []driver
 	for _, p := range client.Protocols() {
 		drive := echoloopClientDriver(cfg, keys, p, cfg.duration)
-		warm := echoloopClientDriver(cfg, keys, p, run.warmUp(cfg.duration))
-		got, err := run.compare(ctx, string(p), []driver{warm, warm},
-			side{label: kindEcholoop, proc: procs[0], drive: drive},
-			side{label: kindConnect, proc: procs[1], drive: drive})
-		if err != nil {
-			return err
-		}
-		run.results.protocols[p] = got
+		short := echoloopClientDriver(cfg, keys, p, run.warmUp(cfg.duration))
+		sides = append(sides,
+			side{label: kindEcholoop + ", " + string(p), proc: procs[0], drive: drive},
+			side{label: kindConnect + ", " + string(p), proc: procs[1], drive: drive})
+		warm = append(warm, short, short)
+	}
+	got, err := run.compare(ctx, "protocols", warm, sides...)
+	if err != nil {
+		return err
+	}
+	run.results.protocols = map[client.Protocol][]*series{}
+	for i, p := range client.Protocols() {
+		run.results.protocols[p] = got[2*i : 2*i+2]
 	}
 	return nil
 }

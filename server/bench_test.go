@@ -89,6 +89,7 @@ func BenchmarkHandler(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	jsonBody := []byte(`{"message":"` + string(bytes.Repeat([]byte("x"), 64)) + `"}`)
 	envelope := binary.BigEndian.AppendUint32([]byte{0}, uint32(len(message)))
 	envelope = append(envelope, message...)
 	cases := []struct {
@@ -98,8 +99,9 @@ func BenchmarkHandler(b *testing.B) {
 		{ProtocolConnect, echov1connect.EchoServiceEchoProcedure, "application/proto", message},
 		{ProtocolGRPC, echov1connect.EchoServiceEchoProcedure, "application/grpc", envelope},
 		{ProtocolGRPCWeb, echov1connect.EchoServiceEchoProcedure, "application/grpc-web+proto", envelope},
-		{ProtocolHTTP, PlainHTTPPath, "application/json", []byte(`{"message":"` +
-			string(bytes.Repeat([]byte("x"), 64)) + `"}`)},
+		// Connect's own JSON call: the plain route's cost without its route.
+		{ProtocolConnect + "-json", echov1connect.EchoServiceEchoProcedure, "application/json", jsonBody},
+		{ProtocolHTTP, PlainHTTPPath, "application/json", jsonBody},
 	}
 	for _, tc := range cases {
 		b.Run(tc.protocol, func(b *testing.B) {

@@ -262,7 +262,11 @@ func plainJSON(next http.Handler) http.Handler {
 				fmt.Sprintf("%s takes POST with a JSON body, not %s", PlainHTTPPath, r.Method))
 			return
 		}
-		mediaType, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+		contentType := r.Header.Get("Content-Type")
+		mediaType := contentType
+		if contentType != "application/json" { // what nearly every client sends, as is
+			mediaType, _, _ = mime.ParseMediaType(contentType)
+		}
 		switch mediaType {
 		case "application/json":
 		case "", "application/x-www-form-urlencoded":
