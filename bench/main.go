@@ -50,7 +50,15 @@ var sections = []string{"grpc", "protocols", "openloop", "handshakes", "keys", "
 
 func main() {
 	var cfg suiteConfig
-	var serve, certs, cpuProfile, idle, only string
+	if len(os.Args) > 1 && os.Args[1] == "-serve" {
+		if err := serveFromArgs(os.Args[1:]); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
+
+	var idle, only string
 	var quick bool
 	flag.StringVar(&cfg.out, "out", "BENCHMARKS.md", "where to write the report; - for standard output")
 	flag.IntVar(&cfg.pairs, "pairs", 5, "rounds of each comparison (A B pairs)")
@@ -67,18 +75,7 @@ func main() {
 	flag.StringVar(&cfg.profile, "profile", "", "write a CPU profile of each server process into this directory")
 	flag.BoolVar(&cfg.strict, "strict", false, "exit 1 when a budget fails")
 	flag.BoolVar(&quick, "quick", false, "a short run to check that the suite works: 5 pairs of 0.5s, 200 idle connections")
-	flag.StringVar(&serve, "serve", "", "internal: run as the server of this kind")
-	flag.StringVar(&certs, "certs", "", "internal: the server's certificates directory")
-	flag.StringVar(&cpuProfile, "cpuprofile", "", "internal: the server's CPU profile")
 	flag.Parse()
-
-	if serve != "" {
-		if err := serveRole(serve, certs, cpuProfile); err != nil {
-			fmt.Fprintf(os.Stderr, "bench %s server: %v\n", serve, err)
-			os.Exit(1)
-		}
-		return
-	}
 
 	if quick {
 		cfg.duration, cfg.handshakeDuration, idle = 500*time.Millisecond, 300*time.Millisecond, "200"
@@ -155,4 +152,20 @@ func (cfg *suiteConfig) validate() error {
 // wants reports whether a section is to run.
 func (cfg *suiteConfig) wants(section string) bool {
 	return len(cfg.only) == 0 || cfg.only[section]
+}
+
+// serveFromArgs runs the server role, which the suite starts as
+// `bench -serve KIND -certs DIR [-cpuprofile FILE]`.
+func serveFromArgs(args []string) error {
+	flags := flag.NewFlagSet("bench -serve", flag.ContinueOnError)
+	kind := flags.String("serve", "", "the kind of server to run")
+	certs := flags.String("certs", "", "the server's certificates directory")
+	profile := flags.String("cpuprofile", "", "where to write the server's CPU profile")
+	if err := flags.Parse(args); err != nil {
+		return err
+	}
+	if err := serveRole(*kind, *certs, *profile); err != nil {
+		return fmt.Errorf("%s server: %w", *kind, err)
+	}
+	return nil
 }
