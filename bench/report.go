@@ -426,7 +426,7 @@ func writeAnalysis(out *strings.Builder, r *results) {
 		w("got — comes to a few microseconds (`BenchmarkHandler` in `server/`, and the profiles: the\n")
 		w("access log line was the largest part, about 7 %% of a call's CPU before it was built by hand and\n")
 		w("written in batches). It is more than paid for by the coalesced writes, which the bare handler\n")
-		w("does not have: per call, echoloop makes %.2f writes over gRPC where bare connect-go makes %.2f.\n",
+		w("does not have: per call, echoloop makes %.2f writes over gRPC where bare connect-go makes %.2f.\n\n",
 			got[client.GRPC][0].median(writesPerCall), got[client.GRPC][1].median(writesPerCall))
 		http, grpc := got[client.HTTP], got[client.GRPC]
 		w("**The plain route.** It costs %s of echoloop's gRPC path, where bare connect-go's own JSON\n",
@@ -452,9 +452,9 @@ func writeAnalysis(out *strings.Builder, r *results) {
 		w("cryptography alone, %.0f µs (%.0f %%). The key exchange is the largest part of that bound: Go's default,\n",
 			bound, 100*bound/e.median(cpuPerCall))
 		w("%s, is a hybrid with ML-KEM-768, which protects the session against a future quantum computer;\n", r.curve)
-		if len(r.bound) > 0 {
-			w("it takes %.0f µs of the %.0f. ", micros(r.bound[0].keyExchange), micros(r.bound[0].full()))
-		}
+		w("it takes %.0f µs of the %.0f. ", spreadOf(mapBound(r.bound, func(c cryptoCost) time.Duration {
+			return c.keyExchange
+		})).median, bound)
 		w("The rest of a handshake is crypto/tls's own work and the kernel's (messages,\n")
 		w("transcript hashes, parsing and chain building, record encryption, three socket writes), which\n")
 		w("the bare `crypto/tls` listener pays too: %.0f µs. What echoloop adds per connection is an\n", t.median(cpuPerCall))
