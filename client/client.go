@@ -240,13 +240,24 @@ func (c *Client) httpClient(p Protocol) (*http.Client, error) {
 	if hc, ok := c.pools[p]; ok {
 		return hc, nil
 	}
+	hc, err := c.newPool(c.tls.Clone(), true)
+	if err != nil {
+		return nil, err
+	}
+	c.pools[p] = hc
+	return hc, nil
+}
 
+// newPool makes a connection pool of its own with the given TLS settings.
+// Without keepAlive every call gets a new connection, closed after it.
+func (c *Client) newPool(config *tls.Config, keepAlive bool) (*http.Client, error) {
 	transport := &http.Transport{
-		TLSClientConfig:     c.tls.Clone(),
+		TLSClientConfig:     config,
 		DialContext:         (&net.Dialer{Timeout: c.opts.dialTimeout, KeepAlive: 30 * time.Second}).DialContext,
 		TLSHandshakeTimeout: 10 * time.Second,
 		MaxIdleConnsPerHost: 16,
 		IdleConnTimeout:     90 * time.Second,
+		DisableKeepAlives:   !keepAlive,
 	}
 	if c.opts.http1 {
 		transport.TLSClientConfig.NextProtos = []string{"http/1.1"}
@@ -261,10 +272,16 @@ func (c *Client) httpClient(p Protocol) (*http.Client, error) {
 		h2.ReadIdleTimeout = 30 * time.Second
 		h2.PingTimeout = 15 * time.Second
 	}
-	hc := &http.Client{Transport: transport}
-	c.pools[p] = hc
-	return hc, nil
+	return &http.Client{Transport: transport}, nil
 }
+
+// TLSConfig returns a copy of the TLS settings of every connection the
+// client makes: the roots it trusts, the certificate it presents whatever
+// CAs the server names, the server name it checks. It is for programs that
+// make their own connections with the same certificate handling, such as a
+// grpc-go client (credentials.NewTLS) or a loop of bare handshakes. ALPN is
+// left to the caller.
+func (c *Client) TLSConfig() *tls.Config { return c.tls.Clone() }
 
 // Close closes idle connections of every protocol.
 func (c *Client) Close() {
@@ -297,8 +314,18 @@ func (c *Client) Call(
 	if err != nil {
 		return nil, err
 	}
+	return c.callWith(ctx, hc, p, req)
+}
 
+// callWith makes one Echo call on the given connection pool.
+func (c *Client) callWith(
+	ctx context.Context,
+	hc *http.Client,
+	p Protocol,
+	req *echov1.EchoRequest,
+) (*echov1.EchoResponse, error) {
 	var resp *echov1.EchoResponse
+	var err error
 	switch p {
 	case Connect, GRPC, GRPCWeb:
 		var answer *connect.Response[echov1.EchoResponse]

@@ -77,23 +77,31 @@ func (s *Server) logCalls(next http.Handler) http.Handler {
 			s.metrics.calls.WithLabelValues(info.protocol, label, code).Inc()
 			s.metrics.callDuration.WithLabelValues(info.protocol, label).Observe(elapsed.Seconds())
 		}
-		attrs := []any{
-			KeyProcedure, procedure,
-			KeyProtocol, info.protocol,
-			KeyCode, code,
-			KeyDuration, elapsed,
-			KeyRemote, r.RemoteAddr,
-		}
-		if conn := connInfoFrom(r.Context()); conn != nil && conn.peer != nil {
-			attrs = append(attrs, KeyPeerCN, conn.peer.GetCommonName(), KeyPeerSHA256, conn.peer.GetSha256Fingerprint())
-		}
 		// Health checks from orchestrators arrive every few seconds; at
 		// info level they would drown the calls people make.
 		level := slog.LevelInfo
 		if strings.HasPrefix(procedure, "/"+grpchealth.HealthV1ServiceName+"/") {
 			level = slog.LevelDebug
 		}
-		s.log.Log(r.Context(), level, "call", attrs...)
+		if !s.log.Enabled(r.Context(), level) {
+			return
+		}
+		// The record is built by hand, with typed attributes and no
+		// caller: Logger.Log would look up the caller's program counter
+		// and box every value, on every call.
+		record := slog.NewRecord(time.Now(), level, "call", 0)
+		record.AddAttrs(
+			slog.String(KeyProcedure, procedure),
+			slog.String(KeyProtocol, info.protocol),
+			slog.String(KeyCode, code),
+			slog.Duration(KeyDuration, elapsed),
+			slog.String(KeyRemote, r.RemoteAddr),
+		)
+		if conn := connInfoFrom(r.Context()); conn != nil && conn.peer != nil {
+			record.AddAttrs(slog.String(KeyPeerCN, conn.peer.GetCommonName()),
+				slog.String(KeyPeerSHA256, conn.peer.GetSha256Fingerprint()))
+		}
+		_ = s.log.Handler().Handle(r.Context(), record)
 	})
 }
 

@@ -253,6 +253,10 @@ func (s *Server) routes() (http.Handler, error) {
 			}
 		}),
 		vanguard.WithDefaultServiceOptions(
+			// The handler speaks JSON too: vanguard hands the body over as
+			// it came and the answer back as the handler wrote it, rather
+			// than re-encoding each as protobuf in between.
+			vanguard.WithTargetCodecs(strictJSON{}.Name()),
 			vanguard.WithMaxMessageBufferBytes(uint32(s.opts.maxMessageBytes)), //nolint:gosec // G115: validate keeps it within 1 GiB
 		),
 	)
@@ -297,7 +301,11 @@ func plainJSON(next http.Handler) http.Handler {
 				fmt.Sprintf("%s takes POST with a JSON body, not %s", PlainHTTPPath, r.Method))
 			return
 		}
-		mediaType, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+		contentType := r.Header.Get("Content-Type")
+		mediaType := contentType
+		if contentType != "application/json" { // what nearly every client sends, as is
+			mediaType, _, _ = mime.ParseMediaType(contentType)
+		}
 		switch mediaType {
 		case "application/json":
 		case "", "application/x-www-form-urlencoded":

@@ -29,10 +29,10 @@ func PeerFromChain(chain []*x509.Certificate) *echov1.Peer {
 		DnsNames:          leaf.DNSNames,
 		EmailAddresses:    leaf.EmailAddresses,
 		SerialNumber:      pki.SerialHex(leaf),
-		Issuer:            leaf.Issuer.String(),
 		Sha256Fingerprint: pki.Fingerprint(leaf),
 		NotBefore:         timestamppb.New(leaf.NotBefore),
 		NotAfter:          timestamppb.New(leaf.NotAfter),
+		Chain:             make([]string, 0, len(chain)),
 	}
 	for _, ip := range leaf.IPAddresses {
 		peer.IpAddresses = append(peer.IpAddresses, ip.String())
@@ -45,6 +45,12 @@ func PeerFromChain(chain []*x509.Certificate) *echov1.Peer {
 	}
 	for _, c := range chain {
 		peer.Chain = append(peer.Chain, c.Subject.String())
+	}
+	// In a verified chain the leaf's issuer is, byte for byte, the next
+	// certificate's subject: its text is already made.
+	peer.Issuer = leaf.Issuer.String()
+	if len(chain) > 1 {
+		peer.Issuer = peer.Chain[1]
 	}
 	return peer
 }
@@ -84,7 +90,7 @@ func (s *Server) connContext(ctx context.Context, c net.Conn) context.Context {
 	if len(state.VerifiedChains) > 0 {
 		leaf := state.VerifiedChains[0][0]
 		info.peer = PeerFromChain(state.VerifiedChains[0])
-		info.subject = leaf.Subject.String()
+		info.subject = info.peer.Chain[0]
 		info.allowed = s.opts.policy.Allows(leaf)
 	}
 	return context.WithValue(ctx, connInfoKey{}, info)

@@ -128,11 +128,16 @@ func isTemporary(err error) bool {
 }
 
 func (l *handshakeListener) handshake(raw net.Conn) {
+	// A deadline on the socket bounds the handshake. A context would do
+	// the same at the price of a timer and of a goroutine that crypto/tls
+	// starts to watch it, for every connection.
 	conn := tls.Server(raw, l.config)
 	start := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), l.timeout)
-	err := conn.HandshakeContext(ctx)
-	cancel()
+	_ = raw.SetDeadline(start.Add(l.timeout))
+	err := conn.Handshake()
+	if err == nil {
+		err = raw.SetDeadline(time.Time{})
+	}
 	if err != nil {
 		l.refuse(raw, err)
 		return

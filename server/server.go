@@ -514,6 +514,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if err := http2.ConfigureServer(httpServer, h2); err != nil {
 		return fmt.Errorf("server: configuring HTTP/2: %w", err)
 	}
+	httpServer.TLSNextProto[http2.NextProtoTLS] = serveHTTP2(h2)
 
 	if err := s.watch(ctx); err != nil {
 		return err

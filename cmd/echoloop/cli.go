@@ -23,6 +23,7 @@ type commandLine struct {
 	Health healthCmd `cmd:"" help:"Ask a server's grpc.health.v1 service whether it is serving."`
 	Doctor doctorCmd `cmd:"" help:"Check an mTLS client setup step by step against any server, and say what to fix."`
 	Audit  auditCmd  `cmd:"" help:"Try every kind of client certificate on any mTLS server, on every protocol, and report which it wrongly accepts."`
+	Bench  benchCmd  `cmd:"" help:"Load a server with Echo calls over one protocol or all, and report calls/s, latency and errors."`
 	PKI    pkiCmd    `cmd:"" name:"pki" help:"Make development certificates."`
 }
 

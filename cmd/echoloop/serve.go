@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -103,7 +102,10 @@ func (c *serveCmd) Validate() error {
 }
 
 func (c *serveCmd) Run(ctx context.Context, out *output) error {
-	log := newLogger(out.err, c.LogFormat, c.LogLevel)
+	// Call lines are written in batches; warnings and errors at once.
+	logs := server.NewLogWriter(out.err)
+	defer logs.Flush()
+	log := newLogger(logs, c.LogFormat, c.LogLevel)
 
 	caFile, certFile, keyFile := c.paths("server")
 	opts := []server.Option{server.WithCredentialFiles(certFile, keyFile, caFile)}
@@ -160,12 +162,12 @@ func (c *serveCmd) Run(ctx context.Context, out *output) error {
 
 // newLogger builds the process's logger. Levels and format come from flags
 // that kong has already checked against their enums.
-func newLogger(w io.Writer, format, level string) *slog.Logger {
+func newLogger(w *server.LogWriter, format, level string) *slog.Logger {
 	var lvl slog.Level
 	_ = lvl.UnmarshalText([]byte(level))
 	opts := &slog.HandlerOptions{Level: lvl}
 	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		return slog.New(w.Handler(slog.NewJSONHandler(w, opts)))
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(w.Handler(slog.NewTextHandler(w, opts)))
 }
