@@ -124,7 +124,7 @@ func openIdle(ctx context.Context, addr string, config *tls.Config, first, n int
 		dialer := &tls.Dialer{
 			NetDialer: &net.Dialer{
 				Timeout:   callTimeout,
-				LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+i%idleSources))},
+				LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+i%idleSources))}, //nolint:gosec // G115: below 2+idleSources
 			},
 			Config: config,
 		}
@@ -198,7 +198,7 @@ func raiseFileLimit(conns int) error {
 	}
 	// Each side of each connection holds a descriptor, in its own process,
 	// plus a few hundred for everything else.
-	if need := uint64(conns) + 512; limit.Max < need {
+	if need := uint64(conns) + 512; limit.Max < need { //nolint:gosec // G115: conns is a positive count
 		return fmt.Errorf("%d idle connections need about %d file descriptors in each process, "+
 			"but the hard limit is %d: raise it (ulimit -Hn, or the container's nofile limit) or lower -idle",
 			conns, need, limit.Max)

@@ -70,7 +70,7 @@ type procStats struct {
 
 // serveRole runs one server of the given kind until standard input closes.
 func serveRole(kind, certs, profile string) error {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := new(net.ListenConfig).Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		return fmt.Errorf("listening: %w", err)
 	}
@@ -165,7 +165,7 @@ func readStats() (procStats, error) {
 	}
 	var size, resident uint64
 	if _, err := fmt.Sscanf(string(statm), "%d %d", &size, &resident); err == nil {
-		stats.RSS = resident * uint64(os.Getpagesize())
+		stats.RSS = resident * uint64(os.Getpagesize()) //nolint:gosec // G115: a page size is positive
 	}
 	return stats, nil
 }

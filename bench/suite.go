@@ -114,7 +114,7 @@ func runSuite(ctx context.Context, cfg suiteConfig) (failed int, err error) {
 		fmt.Print(report)
 		return failed, nil
 	}
-	if err := os.WriteFile(cfg.out, []byte(report), 0o644); err != nil {
+	if err := os.WriteFile(cfg.out, []byte(report), 0o644); err != nil { //nolint:gosec // G306: a document for anyone to read
 		return failed, fmt.Errorf("writing the report: %w", err)
 	}
 	run.logf("wrote %s", cfg.out)

@@ -102,7 +102,7 @@ func (c *coalescingConn) flush() {
 			c.space.Broadcast()
 			c.mu.Unlock()
 			if batch != nil {
-				batchPool.Put(batch[:0])
+				batchPool.Put(batch[:0]) //nolint:staticcheck // SA6002: a slice header per batch, next to the batch it saves //nolint:staticcheck // SA6002: a slice header per batch, next to the batch it saves
 			}
 			return
 		}
@@ -112,7 +112,7 @@ func (c *coalescingConn) flush() {
 
 		_, err := c.Conn.Write(batch)
 		if cap(batch) <= coalesceMax {
-			batchPool.Put(batch[:0])
+			batchPool.Put(batch[:0]) //nolint:staticcheck // SA6002: a slice header per batch, next to the batch it saves
 		}
 		if err != nil {
 			c.mu.Lock()
