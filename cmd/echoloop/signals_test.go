@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -23,9 +24,23 @@ import (
 
 var (
 	binaryOnce sync.Once
+	binaryDir  string
 	binaryPath string
 	binaryErr  error
 )
+
+// TestMain removes the binary echoloopBinary built, once every test is
+// done with it: each build is over 20 MB. A run that panics or times out
+// still leaves it behind in the system's temporary directory.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binaryDir != "" {
+		if err := os.RemoveAll(binaryDir); err != nil {
+			fmt.Fprintf(os.Stderr, "removing the test build of echoloop: %v\n", err)
+		}
+	}
+	os.Exit(code)
+}
 
 // echoloopBinary builds the command once for the tests that need a real
 // process.
@@ -37,6 +52,7 @@ func echoloopBinary(t *testing.T) string {
 			binaryErr = err
 			return
 		}
+		binaryDir = dir
 		binaryPath = filepath.Join(dir, "echoloop")
 		out, err := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", binaryPath, ".").
 			CombinedOutput()
