@@ -62,18 +62,38 @@ func (c *pkiFixturesCmd) Run(out *output) error {
 		return err
 	}
 
+	// The skipped ones are counted apart and their reasons said once each
+	// below the table: they share one, and it is a long sentence.
+	var skipped []string
+	reasons := map[string][]string{}
 	tw := tabwriter.NewWriter(out.out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "FIXTURE\tEXPECT\tWHAT IT IS\n")
 	for _, f := range set.List {
 		what := f.Description
 		if f.Skip != "" {
-			what = "skipped: " + f.Skip
+			what = "SKIPPED, not written (see below)"
+			if _, seen := reasons[f.Skip]; !seen {
+				skipped = append(skipped, f.Skip)
+			}
+			reasons[f.Skip] = append(reasons[f.Skip], f.Name)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", f.Name, f.Expect, what)
 	}
 	tw.Flush()
-	fmt.Fprintf(out.out, "\nwrote %d fixtures signed by %s into %s, with %s (keys 0600)\n",
-		len(set.List), set.Signer, c.Out, pki.ManifestFile)
+
+	written := len(set.List)
+	for _, names := range reasons {
+		written -= len(names)
+	}
+	count := fmt.Sprintf("%d of %d", written, len(set.List))
+	if written == len(set.List) {
+		count = fmt.Sprint(written)
+	}
+	fmt.Fprintf(out.out, "\nwrote %s fixtures signed by %s into %s, with %s (keys 0600)\n",
+		count, set.Signer, c.Out, pki.ManifestFile)
+	for _, reason := range skipped {
+		fmt.Fprintf(out.out, "skipped %s: %s\n", strings.Join(reasons[reason], ", "), reason)
+	}
 	fmt.Fprintf(out.out, "the server under test must load %s to refuse the revoked fixture "+
 		"(echoloop serve --crl %s)\n", filepath.Join(c.Out, pki.RevokedCRLFile), filepath.Join(c.Out, pki.RevokedCRLFile))
 	fmt.Fprintf(out.out, "\nnext: echoloop audit --url URL --fixtures %s\n", c.Out)

@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"io"
+	"io/fs"
 	"log"
 	"net/http"
 	"net/http/httptest"
@@ -37,6 +39,9 @@ func TestPKIFixturesThenAuditServe(t *testing.T) {
 	}
 	if !strings.Contains(out, "serve --crl "+filepath.Join(fixtures, pki.RevokedCRLFile)) {
 		t.Errorf("pki fixtures does not say how to load the revocation list:\n%s", out)
+	}
+	if !strings.Contains(out, "\nwrote 16 fixtures signed by ") || strings.Contains(out, "skipped") {
+		t.Errorf("pki fixtures from a root CA does not say it wrote all 16:\n%s", out)
 	}
 	for name, mode := range map[string]os.FileMode{"good.key": 0o600, "good.crt": 0o644,
 		pki.RevokedCRLFile: 0o644, pki.ManifestFile: 0o644} {
@@ -82,6 +87,43 @@ func TestPKIFixturesThenAuditServe(t *testing.T) {
 	if strings.Join(report.Protocols, ",") != "grpc,http" || report.Summary.Right != 16 ||
 		len(report.Results) != 16 || len(report.Results[0].Observed) != 2 {
 		t.Errorf("audit --json = %s", out)
+	}
+}
+
+// TestPKIFixturesCountsWhatItSkipped mints fixtures with the intermediate
+// of `pki init --intermediate`, whose path length 0 rules out the three
+// chain cases: the summary counts only what was written and names those.
+func TestPKIFixturesCountsWhatItSkipped(t *testing.T) {
+	t.Parallel()
+	ctx := auditContext(t)
+	dir := t.TempDir()
+	certs, fixtures := filepath.Join(dir, "certs"), filepath.Join(dir, "fixtures")
+	if out, errOut, code := runCommand(ctx, "pki", "init", "--certs", certs, "--intermediate",
+		"--root-key-out", filepath.Join(dir, "offline", "root.key")); code != exitOK {
+		t.Fatalf("pki init --intermediate exited %d: %s%s", code, out, errOut)
+	}
+	out, errOut, code := runCommand(ctx, "pki", "fixtures", "--certs", certs, "--out", fixtures)
+	if code != exitOK {
+		t.Fatalf("pki fixtures exited %d: %s%s", code, out, errOut)
+	}
+	chainCases := []string{"with-intermediate", "without-intermediate", "intermediate-server-only"}
+	for _, want := range []string{
+		"\nwrote 13 of 16 fixtures signed by ",
+		"\nskipped " + strings.Join(chainCases, ", ") + ": ",
+		"may not sign a CA below itself (path length 0)",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("pki fixtures printed no %q:\n%s", want, out)
+		}
+	}
+	for _, name := range chainCases {
+		if _, err := os.Stat(filepath.Join(fixtures, name+".key")); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s.key of a skipped fixture: %v, want it absent", name, err)
+		}
+	}
+	keys, err := filepath.Glob(filepath.Join(fixtures, "*.key"))
+	if err != nil || len(keys) != 12 { // the 13 written, less no-certificate
+		t.Errorf("fixtures holds %d keys (%v), want 12", len(keys), err)
 	}
 }
 
