@@ -157,6 +157,10 @@ func (c *serveCmd) Run(ctx context.Context, out *output) error {
 			_ = srv.Reload() // logged inside
 		}
 	}()
+
+	// Once the flags and files are known good, so that a mistake in them
+	// still gets its one line.
+	warnIfOldGo(log)
 	return srv.Serve(ctx, ln)
 }
 
