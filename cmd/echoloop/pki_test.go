@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -378,5 +379,26 @@ func TestPKICommandsRefused(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(certs, "c.crt")); err == nil {
 		t.Error("a refused issue wrote c.crt")
+	}
+}
+
+// TestTaskCertsRewritesTheForceHint keeps `go tool task certs`, which turns
+// pki init's "pass --force" into FORCE=1, in step with the words pki init
+// really prints when the set exists.
+func TestTaskCertsRewritesTheForceHint(t *testing.T) {
+	t.Parallel()
+	certs := t.TempDir()
+	mustRun(t, exitOK, "pki", "init", "--certs", certs)
+	_, errOut := mustRun(t, exitFail, "pki", "init", "--certs", certs)
+	hint := regexp.MustCompile(`\([^()]*--force[^()]*\)`).FindString(errOut)
+	if hint == "" {
+		t.Fatalf("pki init over an existing set names no --force in parentheses:\n%s", errOut)
+	}
+	taskfile, err := os.ReadFile(filepath.Join("..", "..", "Taskfile.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(taskfile), "sed 's/"+hint+"/") {
+		t.Errorf("the certs task's sed does not rewrite %q, what pki init prints now", hint)
 	}
 }
