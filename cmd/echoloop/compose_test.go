@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -81,9 +82,15 @@ func freeLoopbackAddrPort(t *testing.T) int {
 // run runs a program in the module root with the stack's environment and
 // returns everything it printed.
 func (s *composeStack) run(ctx context.Context, name string, args ...string) (string, error) {
+	return s.runWith(ctx, nil, name, args...)
+}
+
+// runWith is run with variables added to the stack's environment, or
+// changed: the last value of a name is the one used.
+func (s *composeStack) runWith(ctx context.Context, env []string, name string, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = s.root
-	cmd.Env = s.env
+	cmd.Env = append(slices.Clip(s.env), env...)
 	// docker and compose children may hold the output open after a
 	// timeout killed task; stop waiting for them.
 	cmd.WaitDelay = 10 * time.Second
@@ -93,7 +100,12 @@ func (s *composeStack) run(ctx context.Context, name string, args ...string) (st
 
 // task runs `go tool task args...`.
 func (s *composeStack) task(ctx context.Context, args ...string) (string, error) {
-	return s.run(ctx, filepath.Join(runtime.GOROOT(), "bin", "go"), append([]string{"tool", "task"}, args...)...)
+	return s.taskWith(ctx, nil, args...)
+}
+
+// taskWith is task with variables added to the stack's environment.
+func (s *composeStack) taskWith(ctx context.Context, env []string, args ...string) (string, error) {
+	return s.runWith(ctx, env, filepath.Join(runtime.GOROOT(), "bin", "go"), append([]string{"tool", "task"}, args...)...)
 }
 
 // leftovers lists the project's containers, networks and volumes that
@@ -165,6 +177,23 @@ func TestComposeStack(t *testing.T) {
 		t.Fatalf("before task up: %v %v", found, err)
 	}
 
+	// With the host port taken, up stops before it makes anything, and
+	// says which setting moves the server elsewhere.
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(stack.port))
+	holder, err := new(net.ListenConfig).Listen(ctx, "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	busy, err := stack.task(ctx, "up")
+	holder.Close()
+	if err == nil || !strings.Contains(busy, addr+", where the server is to be published, is in use") ||
+		!strings.Contains(busy, "ECHOLOOP_PORT") {
+		t.Errorf("task up with %s taken: %v\n%s", addr, err, busy)
+	}
+	if found, err := stack.leftovers(ctx); err != nil || len(found) > 0 {
+		t.Fatalf("task up with the port taken left %v %v", found, err)
+	}
+
 	up, err := stack.task(ctx, "up")
 	if err != nil {
 		t.Fatalf("task up: %v\n%s", err, up)
@@ -185,9 +214,15 @@ func TestComposeStack(t *testing.T) {
 	}
 
 	// The exported client certificate is the one every protocol saw.
+	// Exported with ECHOLOOP_PORT unset, the example still names the port
+	// the server publishes.
 	exported := t.TempDir()
-	if out, err := stack.task(ctx, "certs:export", "EXPORT="+exported); err != nil {
-		t.Fatalf("task certs:export: %v\n%s", err, out)
+	export, err := stack.taskWith(ctx, []string{"ECHOLOOP_PORT="}, "certs:export", "EXPORT="+exported)
+	if err != nil {
+		t.Fatalf("task certs:export: %v\n%s", err, export)
+	}
+	if want := fmt.Sprintf("https://localhost:%d/v1/echo", stack.port); !strings.Contains(export, want) {
+		t.Errorf("task certs:export without ECHOLOOP_PORT names no %s:\n%s", want, export)
 	}
 	certs, err := pki.LoadCertificates(filepath.Join(exported, pki.ClientCertFile))
 	if err != nil {
