@@ -464,27 +464,38 @@ func TestOversizedInputsAreRefused(t *testing.T) {
 			}
 		})
 
-		t.Run(shape.protocol+"/message", func(t *testing.T) {
-			// 64 MiB, sent as the server reads it: the server must refuse it
-			// at the limit rather than take it all in.
-			body := oversizedMessage(shape, 1024*maxMessage)
-			req, _ := http.NewRequestWithContext(callContext(t), http.MethodPost, srv.URL+shape.path, body)
-			req.Header.Set("Content-Type", shape.contentType)
-			resp, err := h2client.Do(req)
-			if err != nil {
-				t.Fatal(err)
+		for _, declared := range []bool{false, true} {
+			name := shape.protocol + "/message"
+			if declared {
+				name += " of declared length"
 			}
-			answer, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-			resp.Body.Close()
-			if !resourceExhausted(resp, answer) {
-				t.Errorf("answered %d %q (trailers %v), want resource_exhausted", resp.StatusCode, answer, resp.Trailer)
-			}
-			// What the client may send before the server has read anything:
-			// the message limit and one stream's flow control window, 1 MiB.
-			if body.sent > maxMessage+2*mib {
-				t.Errorf("%d bytes of a message limited to %d were taken in", body.sent, maxMessage)
-			}
-		})
+			t.Run(name, func(t *testing.T) {
+				// 64 MiB, sent as the server reads it: the server must refuse
+				// it at the limit rather than take it all in. Declared, it is
+				// far past what the server reads of a refused body to let the
+				// client see the answer.
+				body := oversizedMessage(shape, 1024*maxMessage)
+				req, _ := http.NewRequestWithContext(callContext(t), http.MethodPost, srv.URL+shape.path, body)
+				req.Header.Set("Content-Type", shape.contentType)
+				if declared {
+					req.ContentLength = body.size
+				}
+				resp, err := h2client.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				answer, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+				resp.Body.Close()
+				if !resourceExhausted(resp, answer) {
+					t.Errorf("answered %d %q (trailers %v), want resource_exhausted", resp.StatusCode, answer, resp.Trailer)
+				}
+				// What the client may send before the server has read anything:
+				// the message limit and one stream's flow control window, 1 MiB.
+				if body.sent > maxMessage+2*mib {
+					t.Errorf("%d bytes of a message limited to %d were taken in", body.sent, maxMessage)
+				}
+			})
+		}
 	}
 
 	steady.finish(t)
@@ -505,6 +516,7 @@ func padHeaders(size int) []string {
 // without ever holding the filler, and counts what was read of it.
 type streamedBody struct {
 	parts io.Reader
+	size  int64 // prefix, filler and suffix
 	sent  int64
 }
 
@@ -540,8 +552,10 @@ func oversizedMessage(shape rpcShape, size int) *streamedBody {
 			prefix = append(envelope, prefix...)
 		}
 	}
-	return &streamedBody{parts: io.MultiReader(
-		bytes.NewReader(prefix), io.LimitReader(filler{}, int64(size)), bytes.NewReader(suffix))}
+	return &streamedBody{
+		parts: io.MultiReader(bytes.NewReader(prefix), io.LimitReader(filler{}, int64(size)), bytes.NewReader(suffix)),
+		size:  int64(len(prefix) + size + len(suffix)),
+	}
 }
 
 // resourceExhausted reads the answer the way each protocol carries its
