@@ -20,7 +20,9 @@ import (
 type material struct {
 	config  *tls.Config
 	leaf    *x509.Certificate
+	chain   []*x509.Certificate // the certificates after the leaf in the server's chain
 	cas     []*x509.Certificate
+	bundle  string          // where cas came from, for messages
 	trusted map[string]bool // raw subject+key of each CA, to recheck resumed sessions
 	digest  [sha256.Size]byte
 }
@@ -103,7 +105,15 @@ func newMaterial(
 	if err != nil {
 		return nil, nil, err
 	}
-	notices = append(notices, checkServerChain(cert, cas, bundle, now)...)
+	chain := make([]*x509.Certificate, 0, len(cert.Certificate)-1)
+	for _, der := range cert.Certificate[1:] {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, nil, fmt.Errorf("a certificate after the leaf in the server's chain does not parse: %w", err)
+		}
+		chain = append(chain, c)
+	}
+	notices = append(notices, checkServerChain(leaf, chain, cas, bundle, now)...)
 
 	pool := x509.NewCertPool()
 	trusted := map[string]bool{}
@@ -115,7 +125,8 @@ func newMaterial(
 	config.Certificates = []tls.Certificate{cert}
 	config.ClientCAs = pool
 	config.GetConfigForClient = nil
-	return &material{config: config, leaf: leaf, cas: cas, trusted: trusted}, notices, nil
+	return &material{config: config, leaf: leaf, chain: chain, cas: cas, bundle: bundle, trusted: trusted},
+		notices, nil
 }
 
 // notice is a warning about material that was taken into use.
@@ -168,14 +179,15 @@ func checkClientCAs(cas []*x509.Certificate, bundle string, now time.Time) ([]no
 // it for, without stopping the server: an intermediate out of its validity,
 // or a CA in the client bundle that issued the chain and is out of its own.
 // A client that trusts another CA for this server may still accept it.
-func checkServerChain(cert tls.Certificate, cas []*x509.Certificate, bundle string, now time.Time) []notice {
+func checkServerChain(
+	leaf *x509.Certificate,
+	chain, cas []*x509.Certificate,
+	bundle string,
+	now time.Time,
+) []notice {
 	var notices []notice
-	top := cert.Leaf
-	for _, der := range cert.Certificate[1:] {
-		intermediate, err := x509.ParseCertificate(der)
-		if err != nil {
-			continue // the loader has parsed every certificate once already
-		}
+	top := leaf
+	for _, intermediate := range chain {
 		top = intermediate
 		if problem := outsideValidity(intermediate, now); problem != "" {
 			notices = append(notices, notice{

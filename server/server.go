@@ -176,10 +176,13 @@ func WithDrainTimeout(d time.Duration) Option {
 }
 
 // WithCRLFile enforces the certificate revocation lists in a PEM file (none
-// when path is empty): a
-// client whose chain includes a certificate listed there is refused at the
-// handshake, on every protocol. The file is re-read when it changes; a new
-// version that does not parse is refused and the old lists stay in force.
+// when path is empty): a client whose chain includes a certificate listed
+// there is refused at the handshake, on every protocol. A list counts only
+// when a client CA signed it, or an intermediate below one of them that
+// the server holds: in the same file (as `echoloop pki revoke` writes it)
+// or in the server's own chain. A file with no such list is refused. The
+// file is re-read when it changes; a new version that does not parse, or
+// that holds no such list, is refused and the old lists stay in force.
 func WithCRLFile(path string) Option {
 	return optionFunc(func(o *options) { o.crlFile = path })
 }
@@ -313,7 +316,7 @@ func New(opts ...Option) (*Server, error) {
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	if o.crlFile != "" {
-		crls, err := loadRevocations(o.crlFile)
+		crls, err := loadRevocations(o.crlFile, s.material.Load)
 		if err != nil {
 			return nil, fmt.Errorf("server: %w", err)
 		}
@@ -353,7 +356,7 @@ func (s *Server) loadMaterial() error {
 		m.digest = digest
 	} else {
 		var err error
-		m, notices, err = newMaterial(s.base, *s.opts.certificate, s.opts.clientCAs, "given in memory", time.Now())
+		m, notices, err = newMaterial(s.base, *s.opts.certificate, s.opts.clientCAs, "given to the server", time.Now())
 		if err != nil {
 			return err
 		}
@@ -410,6 +413,9 @@ func (s *Server) reloadCredentials() error {
 		"server.not_after", m.leaf.NotAfter.UTC().Format(time.RFC3339),
 		"client_cas", len(m.cas))
 	s.logNotices(notices)
+	if s.crls != nil {
+		s.crls.warnInapplicable(s.log, m)
+	}
 	return nil
 }
 

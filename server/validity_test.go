@@ -54,7 +54,7 @@ func TestNewRefusesMaterialOutsideItsValidity(t *testing.T) {
 		{"refused/server certificate expired", issue(pki.WithValidity(now.Add(-48*time.Hour), now.Add(-time.Hour))),
 			[]*pki.Authority{good}, []string{"expired at", "issue a new one"}},
 		{"refused/the only client CA expired", valid, []*pki.Authority{expired},
-			[]string{"no CA in the client CA bundle given in memory is valid now", "no client certificate could be verified",
+			[]string{"no CA in the client CA bundle given to the server is valid now", "no client certificate could be verified",
 				`"CN=expired CA`, "expired at", "pki init --force", "renew the CA"}},
 		{"refused/every client CA expired or not yet valid", valid, []*pki.Authority{expired, future},
 			[]string{`"CN=expired CA`, "expired at", `"CN=future CA`, "not valid until"}},
