@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -209,14 +210,34 @@ func (c *Client) diagnoseAlert(alert string) (cause, fix string) {
 	asked := c.askedFor()
 
 	// A refusal alert names a category; the certificate itself usually
-	// shows the precise cause, and the client has it at hand.
+	// shows the precise cause, and the client has it at hand, often with
+	// its CA and the revocation list beside it.
 	switch alert {
-	case "bad certificate", "unknown certificate", "unsupported certificate",
+	case "bad certificate", "unknown certificate", "unsupported certificate", "revoked certificate",
 		"expired certificate", "unknown certificate authority":
 		if c.opts.cert != nil {
 			if problem := CheckClientCertificate(c.opts.cert, certName, time.Now()); problem != nil {
 				return "the server refused the client certificate: " + problem.Cause, problem.Fix
 			}
+		}
+	}
+	switch alert {
+	case "expired certificate":
+		// The certificate is valid, so the clock failed another one of
+		// its chain: the CA's own, when this client has it.
+		if ca := c.issuerOutOfValidity(time.Now()); ca != "" {
+			return fmt.Sprintf("the server refused %s as expired: it is valid, but the CA that issued it, in %s, %s",
+					certName, c.opts.caFile, ca),
+				"a CA out of its validity makes every certificate below it fail: make a new CA and reissue " +
+					"the certificates from it (echoloop pki init --force for a development PKI), or renew the CA"
+		}
+	case "bad certificate", "unknown certificate", "revoked certificate":
+		// TLS has an alert for revocation, but Go's server, and echoloop's,
+		// send "bad certificate" for it; the list at hand can tell.
+		if revoked, ok := c.revokedAtHand(); ok {
+			return fmt.Sprintf("the server refused %s (alert %q): it is revoked: %s lists %s",
+					certName, alert, c.opts.crlFile, revoked.describe()),
+				"a revoked certificate stays revoked: issue a new one (echoloop pki issue client NAME) and use it"
 		}
 	}
 
@@ -265,6 +286,27 @@ func (c *Client) diagnoseAlert(alert string) (cause, fix string) {
 	}
 	return fmt.Sprintf("the server ended the TLS handshake with alert %q", alert),
 		"read the server's log for the handshake it refused"
+}
+
+// issuerOutOfValidity describes the CA in the CA file that issued the top
+// of the client's chain, when that CA is outside its validity; "" when it
+// is valid, or not in the file. A server that trusts the same CA for
+// clients refuses them all for it.
+func (c *Client) issuerOutOfValidity(now time.Time) string {
+	if c.opts.cert == nil {
+		return ""
+	}
+	chain, err := parseChain(c.opts.cert)
+	if err != nil || len(chain) == 0 {
+		return ""
+	}
+	top := chain[len(chain)-1]
+	for _, ca := range c.opts.rootCerts {
+		if string(top.RawIssuer) == string(ca.RawSubject) && top.CheckSignatureFrom(ca) == nil {
+			return outOfValidity(ca, now)
+		}
+	}
+	return ""
 }
 
 // askedFor describes the CAs the server named in its CertificateRequest.
@@ -331,14 +373,39 @@ func (c *Client) diagnoseServerCertificate(
 		return fmt.Sprintf("this client does not trust the server's certificate: its issuer %q is not in %s",
 				leaf.Issuer.String(), where),
 			"pass the server's CA with --cacert (echoloop pki init wrote it as ca.crt)"
-	case errors.As(verr.Err, &invalid) && invalid.Reason == x509.Expired:
-		return fmt.Sprintf("the server's certificate is outside its validity (valid %s to %s; this clock says %s)",
-				leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339),
-				time.Now().UTC().Format(time.RFC3339)),
-			"renew the server certificate, or correct this machine's clock"
+	case errors.As(verr.Err, &invalid) && invalid.Reason == x509.Expired && invalid.Cert != nil:
+		return c.diagnoseServerValidity(verr.UnverifiedCertificates, invalid.Cert, time.Now())
 	}
 	return fmt.Sprintf("this client refused the server's certificate: %v", verr.Err),
 		"check the server certificate with `echoloop pki inspect` or `openssl x509 -text`"
+}
+
+// diagnoseServerValidity names the certificate that is outside its
+// validity: Go's verifier checks every certificate of the chain it builds
+// against the clock, so it may be the server's own, an intermediate the
+// server sent, or the CA this client trusts for it.
+func (c *Client) diagnoseServerValidity(
+	sent []*x509.Certificate,
+	invalid *x509.Certificate,
+	now time.Time,
+) (cause, fix string) {
+	switch {
+	case invalid.Equal(sent[0]):
+		return "the server's certificate " + outOfValidity(invalid, now),
+			"renew the server certificate, or correct this machine's clock"
+	case slices.ContainsFunc(sent[1:], invalid.Equal):
+		return "the intermediate CA in the server's chain " + outOfValidity(invalid, now),
+			"renew the intermediate and reissue the server certificate from it, or correct this machine's clock"
+	}
+	where := "the system's roots"
+	if c.opts.caFile != "" {
+		where = c.opts.caFile + " (--cacert)"
+	}
+	return fmt.Sprintf("the CA in %s that this client trusts for the server %s; the server's own "+
+			"certificate is valid until %s", where, outOfValidity(invalid, now), stamp(sent[0].NotAfter)),
+		"a CA out of its validity makes every certificate below it fail: make a new CA and reissue the " +
+			"server's and clients' certificates from it (echoloop pki init --force for a development PKI), " +
+			"or renew the CA; or correct this machine's clock"
 }
 
 func (c *Client) diagnoseHostname(hostErr x509.HostnameError) (cause, fix string) {
