@@ -276,7 +276,7 @@ func (d *doctor) handshake(ctx context.Context) Step {
 	defer cancel()
 	conn, err := (&tls.Dialer{Config: config}).DialContext(ctx, "tcp", d.addr)
 	if err != nil {
-		cause, fix := d.newClient().diagnose(err)
+		cause, fix, _ := d.newClient().diagnoseWithProbe(ctx, err)
 		if cause == "" {
 			cause, fix = err.Error(), "check that the port speaks TLS"
 		}

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -43,33 +44,104 @@ func (e *Error) Unwrap() error { return e.Err }
 
 // explain turns a transport or TLS failure into an [*Error]. Errors it does
 // not recognise, and every error the server itself returned, pass through
-// unchanged. The connect.Code of the original is kept.
+// unchanged. The connect.Code of the original is kept, except that a
+// connection the server cut is unavailable, not canceled, whatever
+// connect-go made of the reset.
 func (c *Client) explain(ctx context.Context, err error) error {
-	diagnosed := err
-	cause, fix := c.diagnose(err)
-	if cause == "" && lostConnectionError(err) {
-		// The HTTP/2 transport can lose the TLS alert that closed a new
-		// connection and report only that the connection failed. A second
-		// handshake, made and read here, recovers the alert.
-		result := c.probe(ctx)
-		switch {
-		case result.err == nil:
-		case result.afterHandshake && errors.Is(result.err, io.EOF) && result.alpn != "h2" && c.opts.http1:
-			// Go and grpc-go servers let a client that offers only
-			// http/1.1 finish the handshake, then hang up on it.
-			cause = "the server closed the connection when this client offered only HTTP/1.1: " +
-				"it speaks only HTTP/2, as gRPC servers do"
-			fix = "drop --http1.1 (gRPC needs HTTP/2; gRPC-Web is the protocol made for HTTP/1.1)"
-		default:
-			diagnosed = result.err
-			cause, fix = c.diagnose(result.err)
-		}
-	}
+	cause, fix, diagnosed := c.diagnoseWithProbe(ctx, err)
 	if cause == "" {
 		return err
 	}
-	return connect.NewError(connect.CodeOf(err),
-		&Error{Cause: cause, Fix: fix, Alert: remoteAlert(diagnosed), Err: err})
+	code := connect.CodeOf(err)
+	if code == connect.CodeCanceled && ctx.Err() == nil {
+		code = connect.CodeUnavailable
+	}
+	return connect.NewError(code, &Error{Cause: cause, Fix: fix, Alert: remoteAlert(diagnosed), Err: err})
+}
+
+// diagnoseWithProbe is [Client.diagnose], with a connection of its own made
+// when err says too little: the HTTP/2 transport can lose the TLS alert that
+// closed a new connection and report only that the connection failed, and
+// a port that does not speak TLS shows what it speaks only to a reader of
+// its first bytes. It returns the error the cause was read from.
+func (c *Client) diagnoseWithProbe(ctx context.Context, err error) (cause, fix string, diagnosed error) {
+	cause, fix = c.diagnose(err)
+	saysTooLittle := cause == "" && (lostConnectionError(err) || cutError(err))
+	if !saysTooLittle && !notTLSRecord(err) {
+		return cause, fix, err
+	}
+	result := c.probe(ctx)
+	switch {
+	case result.err == nil:
+		return cause, fix, err
+	case result.afterHandshake && errors.Is(result.err, io.EOF) && result.alpn != "h2" && c.opts.http1:
+		// Go and grpc-go servers let a client that offers only
+		// http/1.1 finish the handshake, then hang up on it.
+		return "the server closed the connection when this client offered only HTTP/1.1: " +
+				"it speaks only HTTP/2, as gRPC servers do",
+			"drop --http1.1 (gRPC needs HTTP/2; gRPC-Web is the protocol made for HTTP/1.1)", err
+	}
+	if probed, probedFix := c.diagnoseProbe(result); probed != "" {
+		return probed, probedFix, result.err
+	}
+	return cause, fix, err
+}
+
+// diagnoseProbe explains how a probe connection ended: what a port that
+// is not TLS sent, a connection cut during the handshake, or else what
+// [Client.diagnose] makes of the error.
+func (c *Client) diagnoseProbe(result probeResult) (cause, fix string) {
+	if len(result.firstBytes) > 0 {
+		return c.diagnoseNotTLS(result.firstBytes)
+	}
+	if !result.afterHandshake && cutError(result.err) {
+		return fmt.Sprintf("the server at %s closed the connection during the TLS handshake without a TLS "+
+				"alert: it is not a TLS server, or a proxy or firewall in between cut the connection", c.addr),
+			"check that --url names the server's TLS port; if it does, look at what stands in between " +
+				"(a proxy, a load balancer that does not pass TLS through, a firewall) and at the server's log"
+	}
+	return c.diagnose(result.err)
+}
+
+// diagnoseNotTLS explains a port whose first bytes were not a TLS record.
+func (c *Client) diagnoseNotTLS(first []byte) (cause, fix string) {
+	if bytes.HasPrefix(first, []byte("HTTP/")) {
+		return fmt.Sprintf("the server at %s answers plain HTTP, not TLS", c.baseURL),
+			"point --url at the server's TLS port, or enable TLS on the server"
+	}
+	shown := printablePrefix(first)
+	kind := "a protocol that is neither TLS nor HTTP"
+	if strings.HasPrefix(shown, "SSH-") {
+		kind = "SSH, neither TLS nor HTTP"
+	}
+	return fmt.Sprintf("the server at %s speaks %s: its first bytes are %q", c.addr, kind, shown),
+		"point --url at the server's TLS port; this port serves something else"
+}
+
+// printablePrefix is the start of data up to its first line break or
+// unprintable byte, at most 64 bytes: what a banner says of itself.
+func printablePrefix(data []byte) string {
+	end := 0
+	for end < len(data) && end < 64 && data[end] >= 0x20 && data[end] < 0x7f {
+		end++
+	}
+	if end == 0 {
+		return string(data[:min(len(data), 16)]) // %q shows what it is
+	}
+	return string(data[:end])
+}
+
+// notTLSRecord reports whether err says that the server's first bytes
+// were not a TLS record.
+func notTLSRecord(err error) bool {
+	var header tls.RecordHeaderError
+	return errors.As(err, &header) || strings.Contains(err.Error(), "first record does not look like a TLS handshake")
+}
+
+// cutError reports whether err is the connection ending, with no more said.
+func cutError(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 func (c *Client) diagnose(err error) (cause, fix string) {
@@ -95,10 +167,15 @@ func (c *Client) diagnose(err error) (cause, fix string) {
 		return fmt.Sprintf("no answer from %s before the deadline", c.addr),
 			"raise --timeout if the server is slow; if it never answers, check that the port is an " +
 				"HTTPS server (a firewall that drops packets looks the same)"
-	case strings.Contains(msg, "server gave HTTP response to HTTPS client"),
-		strings.Contains(msg, "first record does not look like a TLS handshake"):
-		return fmt.Sprintf("the server at %s answers plain HTTP, not TLS", c.baseURL),
-			"point --url at the server's TLS port, or enable TLS on the server"
+	case strings.Contains(msg, "server gave HTTP response to HTTPS client"):
+		return c.diagnoseNotTLS([]byte("HTTP/"))
+	case notTLSRecord(err):
+		var header tls.RecordHeaderError
+		if errors.As(err, &header) {
+			return c.diagnoseNotTLS(header.RecordHeader[:])
+		}
+		return fmt.Sprintf("the server at %s does not speak TLS", c.addr),
+			"point --url at the server's TLS port"
 	case strings.Contains(msg, "no such host"):
 		return fmt.Sprintf("the host of %s does not resolve", c.baseURL),
 			"check the host name in --url"
@@ -151,6 +228,7 @@ type probeResult struct {
 	err            error  // nil when the server stayed quiet after the handshake
 	afterHandshake bool   // the handshake succeeded and err came from the first read
 	alpn           string // the protocol negotiated, when the handshake succeeded
+	firstBytes     []byte // what a server that is not TLS sent first, when it sent anything
 }
 
 // probe makes one TLS connection to the server with the client's own
@@ -160,17 +238,29 @@ func (c *Client) probe(ctx context.Context) probeResult {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 
-	dialer := &tls.Dialer{Config: c.tls.Clone()}
-	dialer.Config.NextProtos = []string{"h2", "http/1.1"}
-	if c.opts.http1 {
-		dialer.Config.NextProtos = []string{"http/1.1"}
-	}
-	conn, err := dialer.DialContext(ctx, "tcp", c.addr)
+	raw, err := (&net.Dialer{}).DialContext(ctx, "tcp", c.addr)
 	if err != nil {
 		return probeResult{err: err}
 	}
-	defer conn.Close()
-	alpn := conn.(*tls.Conn).ConnectionState().NegotiatedProtocol
+	defer raw.Close()
+	recorded := &firstBytesConn{Conn: raw}
+	config := c.tls.Clone()
+	config.NextProtos = []string{"h2", "http/1.1"}
+	if c.opts.http1 {
+		config.NextProtos = []string{"http/1.1"}
+	}
+	if config.ServerName == "" {
+		config.ServerName = c.host
+	}
+	conn := tls.Client(recorded, config)
+	if err := conn.HandshakeContext(ctx); err != nil {
+		var header tls.RecordHeaderError
+		if !errors.As(err, &header) {
+			return probeResult{err: err}
+		}
+		return probeResult{err: err, firstBytes: recorded.more(200 * time.Millisecond)}
+	}
+	alpn := conn.ConnectionState().NegotiatedProtocol
 
 	// Under TLS 1.3 the server's verdict on the client certificate
 	// follows the handshake. An HTTP/2 server answers the connection
@@ -196,6 +286,35 @@ func (c *Client) probe(ctx context.Context) probeResult {
 		return probeResult{err: err, afterHandshake: true, alpn: alpn}
 	}
 	return probeResult{afterHandshake: true, alpn: alpn}
+}
+
+// firstBytesConn keeps the first bytes read from a connection: crypto/tls
+// reads more than the five bytes of a record header at once, and reports
+// only those five when they are not TLS.
+type firstBytesConn struct {
+	net.Conn
+	first []byte
+}
+
+// firstBytesKept bounds what a firstBytesConn keeps.
+const firstBytesKept = 64
+
+func (c *firstBytesConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if room := firstBytesKept - len(c.first); room > 0 {
+		c.first = append(c.first, p[:min(n, room)]...)
+	}
+	return n, err
+}
+
+// more reads what else arrives within wait, up to what is kept, and
+// returns the first bytes: a banner is sent whole, but may come in pieces.
+func (c *firstBytesConn) more(wait time.Duration) []byte {
+	if len(c.first) < firstBytesKept && !bytes.ContainsAny(c.first, "\r\n") {
+		_ = c.SetReadDeadline(time.Now().Add(wait))
+		_, _ = c.Read(make([]byte, firstBytesKept-len(c.first)))
+	}
+	return c.first
 }
 
 func (c *Client) diagnoseAlert(alert string) (cause, fix string) {
