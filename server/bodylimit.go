@@ -41,8 +41,7 @@ const (
 // error in the HTTP/2 framing layer". Over HTTP/1.1, net/http closes the
 // connection, and a client still writing may meet a TCP reset before it has
 // read the answer. So when the body's declared length shows that the rest
-// is worth waiting for, the answer is sent first and the rest is read and
-// dropped; see [finishRefusal].
+// is worth waiting for, the rest is read and dropped; see [finishRefusal].
 func limitBodies(next http.Handler, maxMessageBytes int) http.Handler {
 	limit := int64(maxMessageBytes)
 	tooLarge := connect.NewError(connect.CodeResourceExhausted, &messageTooLargeError{limit: limit})
@@ -105,10 +104,9 @@ type limitState struct {
 }
 
 // finishRefusal runs after the handler has answered a request whose body
-// went over the limit. It sends the answer at once, then reads and drops
-// the rest of the body, so that the stream or connection ends the way the
-// client expects, after it has sent everything, rather than with a reset
-// while it is still writing. It reads at most four times the limit (and
+// went over the limit. It reads and drops the rest of the body, so that
+// the stream or connection ends the way the client expects, after it has
+// sent everything, rather than with a reset while it is still writing. It reads at most four times the limit (and
 // drainMinBytes at least), for at most drainTimeout; a body declared
 // longer than that, or of unknown length, is not read further, and the
 // client sees the reset.
@@ -125,10 +123,14 @@ func finishRefusal(w http.ResponseWriter, r *http.Request, body io.Reader, state
 	}
 
 	rc := http.NewResponseController(w)
-	// A gRPC error travels in trailers, which HTTP/2 sends only at the end
-	// of the stream: sent now, its headers would read as a response without
-	// a status. Every other protocol's error is complete in the body.
-	if !grpcFamily(w.Header().Get("Content-Type")) {
+	// Over HTTP/1.1 the answer goes first: curl, for one, stops sending
+	// when it reads an error answer. Over HTTP/2 it goes once the rest is
+	// in: Go's client stops sending at an error answer but leaves its side
+	// of the stream open, waiting for an end that would come only after the
+	// drain. A gRPC error is never sent early: it travels in trailers,
+	// which come only at the end, and headers sent alone would read as an
+	// answer without a status.
+	if r.ProtoMajor == 1 && !grpcFamily(w.Header().Get("Content-Type")) {
 		_ = rc.Flush()
 	}
 	_ = rc.SetReadDeadline(time.Now().Add(drainTimeout))
