@@ -121,7 +121,7 @@ func (r *revocations) reload(log *slog.Logger, always bool) (bool, error) {
 func (r *revocations) warnInapplicable(log *slog.Logger, m *material) {
 	for _, crl := range r.current.Load().inapplicable(m) {
 		log.Warn("revocation list signed by no client CA nor an intermediate below one; it refuses no one",
-			"file", r.path, "issuer", crl.Issuer.String(), "bundle", m.bundle)
+			"file", r.path, "issuer", crl.Issuer.String(), KeyBundle, m.bundle)
 	}
 }
 

@@ -161,9 +161,8 @@ func checkClientCAs(cas []*x509.Certificate, bundle string, now time.Time) ([]no
 		}
 		invalid = append(invalid, fmt.Sprintf("%q %s", ca.Subject.String(), problem))
 		notices = append(notices, notice{
-			msg: "client CA outside its validity: clients it issued are refused until it is replaced",
-			args: []any{"bundle", bundle, "ca.subject", ca.Subject.String(),
-				"ca.not_before", stamp(ca.NotBefore), "ca.not_after", stamp(ca.NotAfter)},
+			msg:  "client CA outside its validity: clients it issued are refused until it is replaced",
+			args: caArgs(bundle, ca),
 		})
 	}
 	if len(invalid) < len(cas) {
@@ -189,10 +188,10 @@ func checkServerChain(
 	top := leaf
 	for _, intermediate := range chain {
 		top = intermediate
-		if problem := outsideValidity(intermediate, now); problem != "" {
+		if outsideValidity(intermediate, now) != "" {
 			notices = append(notices, notice{
-				msg:  "the server's chain holds a certificate outside its validity: clients will refuse the server",
-				args: []any{"certificate.subject", intermediate.Subject.String(), "problem", problem},
+				msg:  "the server's chain holds a CA outside its validity: clients will refuse the server",
+				args: caArgs(bundle, intermediate),
 			})
 		}
 	}
@@ -200,15 +199,21 @@ func checkServerChain(
 		if !bytes.Equal(top.RawIssuer, ca.RawSubject) || top.CheckSignatureFrom(ca) != nil {
 			continue
 		}
-		if problem := outsideValidity(ca, now); problem != "" {
+		if outsideValidity(ca, now) != "" {
 			notices = append(notices, notice{
 				msg: "the CA that issued the server's certificate is outside its validity: " +
 					"clients that trust it for this server will refuse the server",
-				args: []any{"bundle", bundle, "ca.subject", ca.Subject.String(), "problem", problem},
+				args: caArgs(bundle, ca),
 			})
 		}
 	}
 	return notices
+}
+
+// caArgs are the log attributes that name a CA certificate and its validity.
+func caArgs(bundle string, ca *x509.Certificate) []any {
+	return []any{KeyBundle, bundle, KeyCASubject, ca.Subject.String(),
+		KeyCANotBefore, stamp(ca.NotBefore), KeyCANotAfter, stamp(ca.NotAfter)}
 }
 
 func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }

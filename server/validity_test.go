@@ -82,7 +82,7 @@ func TestNewRefusesMaterialOutsideItsValidity(t *testing.T) {
 // warned reports whether the server logged a warning with msg about subject.
 func warned(srv *servertest.Server, msg, subject string) bool {
 	for _, line := range srv.Logs() {
-		if line["level"] == "WARN" && strings.HasPrefix(line["msg"].(string), msg) && line["ca.subject"] == subject {
+		if line["level"] == "WARN" && strings.HasPrefix(line["msg"].(string), msg) && line[server.KeyCASubject] == subject {
 			return true
 		}
 	}
