@@ -81,6 +81,7 @@ type options struct {
 	cert        *tls.Certificate
 	certFile    string
 	serverName  string
+	crlFile     string
 	http1       bool
 	dialTimeout time.Duration
 	errs        []error
@@ -120,6 +121,16 @@ func WithCertificateFiles(certFile, keyFile string) Option {
 		}
 		o.cert, o.certFile = &pair, certFile
 	})
+}
+
+// WithRevocationListFile names a PEM file of certificate revocation lists
+// that the client reads only to explain a refusal: when the server refuses
+// the client certificate and a list in the file, signed by the
+// certificate's issuer, names its serial, the explanation says the
+// certificate was revoked rather than listing every possible cause. The
+// file is read when a refusal needs it; a missing file is no error.
+func WithRevocationListFile(path string) Option {
+	return optionFunc(func(o *options) { o.crlFile = path })
 }
 
 // WithServerName sets the name the server's certificate must cover, and

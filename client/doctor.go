@@ -57,6 +57,9 @@ type DoctorConfig struct {
 	HTTP1 bool
 	// Timeout bounds each network step. Default 10 seconds.
 	Timeout time.Duration
+	// CRLFile is a revocation list to look the client certificate up in
+	// when the server refuses it (see [WithRevocationListFile]); optional.
+	CRLFile string
 }
 
 // Doctor checks an mTLS client setup step by step — first the files on
@@ -70,7 +73,7 @@ func Doctor(ctx context.Context, cfg DoctorConfig, report func(Step)) bool {
 	d := &doctor{cfg: cfg}
 	defer d.close()
 	steps := []func(context.Context) Step{
-		d.loadCA, d.loadCertificate, d.loadKey, d.keyMatches, d.validity, d.purpose, d.chainsToCA,
+		d.loadCA, d.caValidity, d.loadCertificate, d.loadKey, d.keyMatches, d.validity, d.purpose, d.chainsToCA,
 		d.parseURL, d.dial, d.handshake, d.certificateRequested, d.alpn, d.accepted, d.call,
 	}
 	for _, step := range steps {
@@ -119,6 +122,32 @@ func (d *doctor) loadCA(context.Context) Step {
 	return pass(check, fmt.Sprintf("%d CA certificate(s): %s", len(cas), strings.Join(names, "; ")))
 }
 
+// caValidity checks the CA bundle's own validity windows. Go's verifier,
+// like others, checks every certificate of a chain against the clock, the
+// CA's included: a CA out of its validity fails every certificate below
+// it, however valid they are themselves.
+func (d *doctor) caValidity(context.Context) Step {
+	check := fmt.Sprintf("CA bundle %s is valid now", d.cfg.CAFile)
+	now := time.Now()
+	var invalid []string
+	for _, ca := range d.cas {
+		if state := outOfValidity(ca, now); state != "" {
+			invalid = append(invalid, state)
+		}
+	}
+	fix := "make a new CA and reissue the server's and clients' certificates from it (echoloop pki init " +
+		"--force for a development PKI, then restart the server with the new files), or renew the CA; " +
+		"or correct this machine's clock"
+	switch {
+	case len(invalid) == 0:
+		return pass(check, "every CA in it is within its validity")
+	case len(invalid) == len(d.cas):
+		return fail(check, strings.Join(invalid, "; ")+": no certificate below it can be verified", fix)
+	}
+	return Step{Check: check, Verdict: Warn, Detail: strings.Join(invalid, "; "),
+		Fix: "certificates issued by that CA will be refused; " + fix}
+}
+
 func (d *doctor) loadCertificate(context.Context) Step {
 	check := fmt.Sprintf("client certificate %s parses", d.cfg.CertFile)
 	chain, err := pki.LoadCertificates(d.cfg.CertFile)
@@ -156,7 +185,7 @@ func (d *doctor) keyMatches(context.Context) Step {
 func (d *doctor) validity(context.Context) Step {
 	check := "client certificate is valid now"
 	leaf := d.chain[0]
-	if problem := checkValidity(leaf, d.cfg.CertFile, time.Now()); problem != nil {
+	if problem := checkChainValidity(d.chain, d.cfg.CertFile, time.Now()); problem != nil {
 		return fail(check, problem.Cause, problem.Fix)
 	}
 	left := time.Until(leaf.NotAfter).Round(time.Hour)
@@ -186,9 +215,16 @@ func (d *doctor) chainsToCA(context.Context) Step {
 		Intermediates: intermediates,
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	})
+	// Not fatal: --cacert is for the server's certificate, and a server
+	// may trust another CA for clients. The handshake will tell.
+	var invalid x509.CertificateInvalidError
+	if errors.As(err, &invalid) && invalid.Reason == x509.Expired && invalid.Cert != nil {
+		// The certificate is from that CA; it is the clock that fails it.
+		return Step{Check: check, Verdict: Warn, Detail: outOfValidity(invalid.Cert, time.Now()),
+			Fix: "a server that trusts this CA for clients will refuse the certificate until the CA is " +
+				"replaced or renewed (see the CA bundle's validity above)"}
+	}
 	if err != nil {
-		// Not fatal: --cacert is for the server's certificate, and a server
-		// may trust another CA for clients. The handshake will tell.
 		return Step{Check: check, Verdict: Warn, Detail: err.Error(),
 			Fix: "fine if the server trusts another CA for clients; otherwise issue the client " +
 				"certificate from the CA in " + d.cfg.CAFile}
@@ -240,7 +276,7 @@ func (d *doctor) handshake(ctx context.Context) Step {
 	defer cancel()
 	conn, err := (&tls.Dialer{Config: config}).DialContext(ctx, "tcp", d.addr)
 	if err != nil {
-		cause, fix := d.newClient().diagnose(err)
+		cause, fix, _ := d.newClient().diagnoseWithProbe(ctx, err)
 		if cause == "" {
 			cause, fix = err.Error(), "check that the port speaks TLS"
 		}
@@ -377,8 +413,11 @@ func (d *doctor) newClient() *Client {
 	}
 	// parseURL has already accepted the URL, and New checks nothing else
 	// that could fail here.
+	if d.cfg.CRLFile != "" {
+		opts = append(opts, WithRevocationListFile(d.cfg.CRLFile))
+	}
 	c, _ := New(d.cfg.URL, opts...)
-	c.opts.certFile = d.cfg.CertFile
+	c.opts.certFile, c.opts.caFile, c.opts.rootCerts = d.cfg.CertFile, d.cfg.CAFile, d.cas
 	d.client = c
 	return c
 }

@@ -36,8 +36,8 @@ func TestDoctorPassesAgainstEcholoop(t *testing.T) {
 	if !ok {
 		t.Fatalf("doctor failed: %+v", lastStep(steps))
 	}
-	if len(steps) != 14 {
-		t.Errorf("%d steps reported, want 14", len(steps))
+	if len(steps) != 15 {
+		t.Errorf("%d steps reported, want 15", len(steps))
 	}
 	if last := lastStep(steps); !strings.Contains(last.Detail, "Echo answered") ||
 		!strings.Contains(last.Detail, pki.Fingerprint(srv.Client.Certificate)) {
@@ -107,6 +107,18 @@ func TestDoctorStopsAtTheFirstFailure(t *testing.T) {
 		pki.WithValidity(now.Add(-48*time.Hour), now.Add(-time.Hour))))
 	serverAsClient, serverAsClientKey := writePair("server")(srv.CA.IssueServer(pki.DefaultServerNames))
 
+	// A PKI whose CA expired yesterday, its leaves valid now, as
+	// `pki init --ca-not-before=-48h --ca-valid-for 24h` makes it.
+	expiredCA, err := pki.NewAuthority("expired CA", pki.WithValidity(now.Add(-48*time.Hour), now.Add(-24*time.Hour)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	expiredCAFile := filepath.Join(dir, "expired-ca.crt")
+	if err := os.WriteFile(expiredCAFile, expiredCA.CertificatePEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	belowExpired, belowExpiredKey := writePair("below-expired")(expiredCA.IssueClient("client"))
+
 	closed, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -126,6 +138,9 @@ func TestDoctorStopsAtTheFirstFailure(t *testing.T) {
 		{"refused/key of another certificate",
 			client.DoctorConfig{URL: srv.URL, CAFile: caFile, CertFile: certFile, KeyFile: foreignKeyFile},
 			"key belongs to the certificate", "not a pair"},
+		{"refused/every CA in the bundle expired",
+			client.DoctorConfig{URL: srv.URL, CAFile: expiredCAFile, CertFile: belowExpired, KeyFile: belowExpiredKey},
+			"CA bundle " + expiredCAFile + " is valid now", `"CN=expired CA,O=echoloop development" has expired: valid`},
 		{"refused/expired certificate",
 			client.DoctorConfig{URL: srv.URL, CAFile: caFile, CertFile: expiredCert, KeyFile: expiredKey},
 			"client certificate is valid now", "has expired: valid until"},
@@ -155,6 +170,53 @@ func TestDoctorStopsAtTheFirstFailure(t *testing.T) {
 				t.Errorf("last step = %+v, want a failure of %q mentioning %q with a fix", last, tc.wantCheck, tc.wantText)
 			}
 		})
+	}
+}
+
+func TestDoctorWarnsOfACAOutOfItsValidityWithoutMisdirecting(t *testing.T) {
+	t.Parallel()
+	srv := servertest.Start(t)
+	dir := t.TempDir()
+	caFile, _, _ := srv.WriteFiles(t, dir)
+	now := time.Now()
+	expiredCA, err := pki.NewAuthority("expired CA", pki.WithValidity(now.Add(-48*time.Hour), now.Add(-24*time.Hour)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle, err := os.ReadFile(caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(caFile, append(bundle, expiredCA.CertificatePEM()...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	below, err := expiredCA.IssueClient("below the expired CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := below.KeyPEM()
+	certFile, keyFile := filepath.Join(dir, "below.crt"), filepath.Join(dir, "below.key")
+	if err := os.WriteFile(certFile, below.CertificatePEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	steps, _ := runDoctor(t, client.DoctorConfig{URL: srv.URL, CAFile: caFile, CertFile: certFile, KeyFile: keyFile})
+	seen := map[string]client.Step{}
+	for _, s := range steps {
+		seen[s.Check] = s
+	}
+	validity := seen["CA bundle "+caFile+" is valid now"]
+	if validity.Verdict != client.Warn || !strings.Contains(validity.Detail, `"CN=expired CA`) ||
+		!strings.Contains(validity.Detail, "has expired") || !strings.Contains(validity.Fix, "pki init --force") {
+		t.Errorf("CA validity step = %+v, want a warning naming the expired CA, with the fix", validity)
+	}
+	chains := seen["client certificate chains to "+caFile]
+	if chains.Verdict != client.Warn || !strings.Contains(chains.Detail, `"CN=expired CA`) ||
+		strings.Contains(chains.Detail, "x509:") || strings.Contains(chains.Fix, "issue the client certificate from the CA in") {
+		t.Errorf("chain step = %+v, want the expired CA named, without x509's text or a fix it already meets", chains)
 	}
 }
 

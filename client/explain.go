@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -10,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -42,33 +44,104 @@ func (e *Error) Unwrap() error { return e.Err }
 
 // explain turns a transport or TLS failure into an [*Error]. Errors it does
 // not recognise, and every error the server itself returned, pass through
-// unchanged. The connect.Code of the original is kept.
+// unchanged. The connect.Code of the original is kept, except that a
+// connection the server cut is unavailable, not canceled, whatever
+// connect-go made of the reset.
 func (c *Client) explain(ctx context.Context, err error) error {
-	diagnosed := err
-	cause, fix := c.diagnose(err)
-	if cause == "" && lostConnectionError(err) {
-		// The HTTP/2 transport can lose the TLS alert that closed a new
-		// connection and report only that the connection failed. A second
-		// handshake, made and read here, recovers the alert.
-		result := c.probe(ctx)
-		switch {
-		case result.err == nil:
-		case result.afterHandshake && errors.Is(result.err, io.EOF) && result.alpn != "h2" && c.opts.http1:
-			// Go and grpc-go servers let a client that offers only
-			// http/1.1 finish the handshake, then hang up on it.
-			cause = "the server closed the connection when this client offered only HTTP/1.1: " +
-				"it speaks only HTTP/2, as gRPC servers do"
-			fix = "drop --http1.1 (gRPC needs HTTP/2; gRPC-Web is the protocol made for HTTP/1.1)"
-		default:
-			diagnosed = result.err
-			cause, fix = c.diagnose(result.err)
-		}
-	}
+	cause, fix, diagnosed := c.diagnoseWithProbe(ctx, err)
 	if cause == "" {
 		return err
 	}
-	return connect.NewError(connect.CodeOf(err),
-		&Error{Cause: cause, Fix: fix, Alert: remoteAlert(diagnosed), Err: err})
+	code := connect.CodeOf(err)
+	if code == connect.CodeCanceled && ctx.Err() == nil {
+		code = connect.CodeUnavailable
+	}
+	return connect.NewError(code, &Error{Cause: cause, Fix: fix, Alert: remoteAlert(diagnosed), Err: err})
+}
+
+// diagnoseWithProbe is [Client.diagnose], with a connection of its own made
+// when err says too little: the HTTP/2 transport can lose the TLS alert that
+// closed a new connection and report only that the connection failed, and
+// a port that does not speak TLS shows what it speaks only to a reader of
+// its first bytes. It returns the error the cause was read from.
+func (c *Client) diagnoseWithProbe(ctx context.Context, err error) (cause, fix string, diagnosed error) {
+	cause, fix = c.diagnose(err)
+	saysTooLittle := cause == "" && (lostConnectionError(err) || cutError(err))
+	if !saysTooLittle && !notTLSRecord(err) {
+		return cause, fix, err
+	}
+	result := c.probe(ctx)
+	switch {
+	case result.err == nil:
+		return cause, fix, err
+	case result.afterHandshake && errors.Is(result.err, io.EOF) && result.alpn != "h2" && c.opts.http1:
+		// Go and grpc-go servers let a client that offers only
+		// http/1.1 finish the handshake, then hang up on it.
+		return "the server closed the connection when this client offered only HTTP/1.1: " +
+				"it speaks only HTTP/2, as gRPC servers do",
+			"drop --http1.1 (gRPC needs HTTP/2; gRPC-Web is the protocol made for HTTP/1.1)", err
+	}
+	if probed, probedFix := c.diagnoseProbe(result); probed != "" {
+		return probed, probedFix, result.err
+	}
+	return cause, fix, err
+}
+
+// diagnoseProbe explains how a probe connection ended: what a port that
+// is not TLS sent, a connection cut during the handshake, or else what
+// [Client.diagnose] makes of the error.
+func (c *Client) diagnoseProbe(result probeResult) (cause, fix string) {
+	if len(result.firstBytes) > 0 {
+		return c.diagnoseNotTLS(result.firstBytes)
+	}
+	if !result.afterHandshake && cutError(result.err) {
+		return fmt.Sprintf("the server at %s closed the connection during the TLS handshake without a TLS "+
+				"alert: it is not a TLS server, or a proxy or firewall in between cut the connection", c.addr),
+			"check that --url names the server's TLS port; if it does, look at what stands in between " +
+				"(a proxy, a load balancer that does not pass TLS through, a firewall) and at the server's log"
+	}
+	return c.diagnose(result.err)
+}
+
+// diagnoseNotTLS explains a port whose first bytes were not a TLS record.
+func (c *Client) diagnoseNotTLS(first []byte) (cause, fix string) {
+	if bytes.HasPrefix(first, []byte("HTTP/")) {
+		return fmt.Sprintf("the server at %s answers plain HTTP, not TLS", c.baseURL),
+			"point --url at the server's TLS port, or enable TLS on the server"
+	}
+	shown := printablePrefix(first)
+	kind := "a protocol that is neither TLS nor HTTP"
+	if strings.HasPrefix(shown, "SSH-") {
+		kind = "SSH, neither TLS nor HTTP"
+	}
+	return fmt.Sprintf("the server at %s speaks %s: its first bytes are %q", c.addr, kind, shown),
+		"point --url at the server's TLS port; this port serves something else"
+}
+
+// printablePrefix is the start of data up to its first line break or
+// unprintable byte, at most 64 bytes: what a banner says of itself.
+func printablePrefix(data []byte) string {
+	end := 0
+	for end < len(data) && end < 64 && data[end] >= 0x20 && data[end] < 0x7f {
+		end++
+	}
+	if end == 0 {
+		return string(data[:min(len(data), 16)]) // %q shows what it is
+	}
+	return string(data[:end])
+}
+
+// notTLSRecord reports whether err says that the server's first bytes
+// were not a TLS record.
+func notTLSRecord(err error) bool {
+	var header tls.RecordHeaderError
+	return errors.As(err, &header) || strings.Contains(err.Error(), "first record does not look like a TLS handshake")
+}
+
+// cutError reports whether err is the connection ending, with no more said.
+func cutError(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 func (c *Client) diagnose(err error) (cause, fix string) {
@@ -94,10 +167,15 @@ func (c *Client) diagnose(err error) (cause, fix string) {
 		return fmt.Sprintf("no answer from %s before the deadline", c.addr),
 			"raise --timeout if the server is slow; if it never answers, check that the port is an " +
 				"HTTPS server (a firewall that drops packets looks the same)"
-	case strings.Contains(msg, "server gave HTTP response to HTTPS client"),
-		strings.Contains(msg, "first record does not look like a TLS handshake"):
-		return fmt.Sprintf("the server at %s answers plain HTTP, not TLS", c.baseURL),
-			"point --url at the server's TLS port, or enable TLS on the server"
+	case strings.Contains(msg, "server gave HTTP response to HTTPS client"):
+		return c.diagnoseNotTLS([]byte("HTTP/"))
+	case notTLSRecord(err):
+		var header tls.RecordHeaderError
+		if errors.As(err, &header) {
+			return c.diagnoseNotTLS(header.RecordHeader[:])
+		}
+		return fmt.Sprintf("the server at %s does not speak TLS", c.addr),
+			"point --url at the server's TLS port"
 	case strings.Contains(msg, "no such host"):
 		return fmt.Sprintf("the host of %s does not resolve", c.baseURL),
 			"check the host name in --url"
@@ -150,6 +228,7 @@ type probeResult struct {
 	err            error  // nil when the server stayed quiet after the handshake
 	afterHandshake bool   // the handshake succeeded and err came from the first read
 	alpn           string // the protocol negotiated, when the handshake succeeded
+	firstBytes     []byte // what a server that is not TLS sent first, when it sent anything
 }
 
 // probe makes one TLS connection to the server with the client's own
@@ -159,17 +238,29 @@ func (c *Client) probe(ctx context.Context) probeResult {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 
-	dialer := &tls.Dialer{Config: c.tls.Clone()}
-	dialer.Config.NextProtos = []string{"h2", "http/1.1"}
-	if c.opts.http1 {
-		dialer.Config.NextProtos = []string{"http/1.1"}
-	}
-	conn, err := dialer.DialContext(ctx, "tcp", c.addr)
+	raw, err := (&net.Dialer{}).DialContext(ctx, "tcp", c.addr)
 	if err != nil {
 		return probeResult{err: err}
 	}
-	defer conn.Close()
-	alpn := conn.(*tls.Conn).ConnectionState().NegotiatedProtocol
+	defer raw.Close()
+	recorded := &firstBytesConn{Conn: raw}
+	config := c.tls.Clone()
+	config.NextProtos = []string{"h2", "http/1.1"}
+	if c.opts.http1 {
+		config.NextProtos = []string{"http/1.1"}
+	}
+	if config.ServerName == "" {
+		config.ServerName = c.host
+	}
+	conn := tls.Client(recorded, config)
+	if err := conn.HandshakeContext(ctx); err != nil {
+		var header tls.RecordHeaderError
+		if !errors.As(err, &header) {
+			return probeResult{err: err}
+		}
+		return probeResult{err: err, firstBytes: recorded.more(200 * time.Millisecond)}
+	}
+	alpn := conn.ConnectionState().NegotiatedProtocol
 
 	// Under TLS 1.3 the server's verdict on the client certificate
 	// follows the handshake. An HTTP/2 server answers the connection
@@ -197,6 +288,35 @@ func (c *Client) probe(ctx context.Context) probeResult {
 	return probeResult{afterHandshake: true, alpn: alpn}
 }
 
+// firstBytesConn keeps the first bytes read from a connection: crypto/tls
+// reads more than the five bytes of a record header at once, and reports
+// only those five when they are not TLS.
+type firstBytesConn struct {
+	net.Conn
+	first []byte
+}
+
+// firstBytesKept bounds what a firstBytesConn keeps.
+const firstBytesKept = 64
+
+func (c *firstBytesConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if room := firstBytesKept - len(c.first); room > 0 {
+		c.first = append(c.first, p[:min(n, room)]...)
+	}
+	return n, err
+}
+
+// more reads what else arrives within wait, up to what is kept, and
+// returns the first bytes: a banner is sent whole, but may come in pieces.
+func (c *firstBytesConn) more(wait time.Duration) []byte {
+	if len(c.first) < firstBytesKept && !bytes.ContainsAny(c.first, "\r\n") {
+		_ = c.SetReadDeadline(time.Now().Add(wait))
+		_, _ = c.Read(make([]byte, firstBytesKept-len(c.first)))
+	}
+	return c.first
+}
+
 func (c *Client) diagnoseAlert(alert string) (cause, fix string) {
 	certName := "the client certificate"
 	if c.opts.certFile != "" {
@@ -209,14 +329,34 @@ func (c *Client) diagnoseAlert(alert string) (cause, fix string) {
 	asked := c.askedFor()
 
 	// A refusal alert names a category; the certificate itself usually
-	// shows the precise cause, and the client has it at hand.
+	// shows the precise cause, and the client has it at hand, often with
+	// its CA and the revocation list beside it.
 	switch alert {
-	case "bad certificate", "unknown certificate", "unsupported certificate",
+	case "bad certificate", "unknown certificate", "unsupported certificate", "revoked certificate",
 		"expired certificate", "unknown certificate authority":
 		if c.opts.cert != nil {
 			if problem := CheckClientCertificate(c.opts.cert, certName, time.Now()); problem != nil {
 				return "the server refused the client certificate: " + problem.Cause, problem.Fix
 			}
+		}
+	}
+	switch alert {
+	case "expired certificate":
+		// The certificate is valid, so the clock failed another one of
+		// its chain: the CA's own, when this client has it.
+		if ca := c.issuerOutOfValidity(time.Now()); ca != "" {
+			return fmt.Sprintf("the server refused %s as expired: it is valid, but the CA that issued it, in %s, %s",
+					certName, c.opts.caFile, ca),
+				"a CA out of its validity makes every certificate below it fail: make a new CA and reissue " +
+					"the certificates from it (echoloop pki init --force for a development PKI), or renew the CA"
+		}
+	case "bad certificate", "unknown certificate", "revoked certificate":
+		// TLS has an alert for revocation, but Go's server, and echoloop's,
+		// send "bad certificate" for it; the list at hand can tell.
+		if revoked, ok := c.revokedAtHand(); ok {
+			return fmt.Sprintf("the server refused %s (alert %q): it is revoked: %s lists %s",
+					certName, alert, c.opts.crlFile, revoked.describe()),
+				"a revoked certificate stays revoked: issue a new one (echoloop pki issue client NAME) and use it"
 		}
 	}
 
@@ -265,6 +405,27 @@ func (c *Client) diagnoseAlert(alert string) (cause, fix string) {
 	}
 	return fmt.Sprintf("the server ended the TLS handshake with alert %q", alert),
 		"read the server's log for the handshake it refused"
+}
+
+// issuerOutOfValidity describes the CA in the CA file that issued the top
+// of the client's chain, when that CA is outside its validity; "" when it
+// is valid, or not in the file. A server that trusts the same CA for
+// clients refuses them all for it.
+func (c *Client) issuerOutOfValidity(now time.Time) string {
+	if c.opts.cert == nil {
+		return ""
+	}
+	chain, err := parseChain(c.opts.cert)
+	if err != nil || len(chain) == 0 {
+		return ""
+	}
+	top := chain[len(chain)-1]
+	for _, ca := range c.opts.rootCerts {
+		if string(top.RawIssuer) == string(ca.RawSubject) && top.CheckSignatureFrom(ca) == nil {
+			return outOfValidity(ca, now)
+		}
+	}
+	return ""
 }
 
 // askedFor describes the CAs the server named in its CertificateRequest.
@@ -331,14 +492,39 @@ func (c *Client) diagnoseServerCertificate(
 		return fmt.Sprintf("this client does not trust the server's certificate: its issuer %q is not in %s",
 				leaf.Issuer.String(), where),
 			"pass the server's CA with --cacert (echoloop pki init wrote it as ca.crt)"
-	case errors.As(verr.Err, &invalid) && invalid.Reason == x509.Expired:
-		return fmt.Sprintf("the server's certificate is outside its validity (valid %s to %s; this clock says %s)",
-				leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339),
-				time.Now().UTC().Format(time.RFC3339)),
-			"renew the server certificate, or correct this machine's clock"
+	case errors.As(verr.Err, &invalid) && invalid.Reason == x509.Expired && invalid.Cert != nil:
+		return c.diagnoseServerValidity(verr.UnverifiedCertificates, invalid.Cert, time.Now())
 	}
 	return fmt.Sprintf("this client refused the server's certificate: %v", verr.Err),
 		"check the server certificate with `echoloop pki inspect` or `openssl x509 -text`"
+}
+
+// diagnoseServerValidity names the certificate that is outside its
+// validity: Go's verifier checks every certificate of the chain it builds
+// against the clock, so it may be the server's own, an intermediate the
+// server sent, or the CA this client trusts for it.
+func (c *Client) diagnoseServerValidity(
+	sent []*x509.Certificate,
+	invalid *x509.Certificate,
+	now time.Time,
+) (cause, fix string) {
+	switch {
+	case invalid.Equal(sent[0]):
+		return "the server's certificate " + outOfValidity(invalid, now),
+			"renew the server certificate, or correct this machine's clock"
+	case slices.ContainsFunc(sent[1:], invalid.Equal):
+		return "the intermediate CA in the server's chain " + outOfValidity(invalid, now),
+			"renew the intermediate and reissue the server certificate from it, or correct this machine's clock"
+	}
+	where := "the system's roots"
+	if c.opts.caFile != "" {
+		where = c.opts.caFile + " (--cacert)"
+	}
+	return fmt.Sprintf("the CA in %s that this client trusts for the server %s; the server's own "+
+			"certificate is valid until %s", where, outOfValidity(invalid, now), stamp(sent[0].NotAfter)),
+		"a CA out of its validity makes every certificate below it fail: make a new CA and reissue the " +
+			"server's and clients' certificates from it (echoloop pki init --force for a development PKI), " +
+			"or renew the CA; or correct this machine's clock"
 }
 
 func (c *Client) diagnoseHostname(hostErr x509.HostnameError) (cause, fix string) {

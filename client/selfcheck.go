@@ -30,10 +30,27 @@ func CheckClientCertificate(cert *tls.Certificate, name string, now time.Time) *
 	if err != nil || len(chain) == 0 {
 		return nil // the loader has already refused what does not parse
 	}
-	if problem := checkValidity(chain[0], name, now); problem != nil {
+	if problem := checkChainValidity(chain, name, now); problem != nil {
 		return problem
 	}
 	return checkPurpose(chain, name)
+}
+
+// checkChainValidity finds a certificate of the chain whose validity
+// excludes now: the leaf, or an intermediate sent with it.
+func checkChainValidity(chain []*x509.Certificate, name string, now time.Time) *CertificateProblem {
+	if problem := checkValidity(chain[0], name, now); problem != nil {
+		return problem
+	}
+	for _, intermediate := range chain[1:] {
+		if state := outOfValidity(intermediate, now); state != "" {
+			return &CertificateProblem{
+				Cause: fmt.Sprintf("the intermediate CA in %s, %s", name, state),
+				Fix:   "renew the intermediate and reissue the client certificate from it, or correct this machine's clock",
+			}
+		}
+	}
+	return nil
 }
 
 // checkValidity finds a validity window that excludes now.
@@ -138,3 +155,19 @@ func usageNames(usages []x509.ExtKeyUsage) string {
 }
 
 func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+// outOfValidity says how now falls outside cert's validity, naming the
+// certificate and both ends of its window, or returns "" when it does not.
+func outOfValidity(cert *x509.Certificate, now time.Time) string {
+	var state string
+	switch {
+	case now.After(cert.NotAfter):
+		state = "has expired"
+	case now.Before(cert.NotBefore):
+		state = "is not yet valid"
+	default:
+		return ""
+	}
+	return fmt.Sprintf("%q %s: valid %s to %s, and this machine's clock says %s",
+		cert.Subject.String(), state, stamp(cert.NotBefore), stamp(cert.NotAfter), stamp(now))
+}

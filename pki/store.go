@@ -219,7 +219,10 @@ func Revoke(dir, caKeyPath, target, reason string) (*big.Int, string, error) {
 }
 
 // RevocationList signs a CRL with the given number and entries, current
-// from now for [CRLValidity], and returns it as PEM.
+// from now for [CRLValidity], and returns it as PEM. An intermediate's list
+// is followed by the intermediate's certificate chain (without the root):
+// a server that trusts only the root can then tell that the list applies
+// to the clients below it. Readers of CRLs skip the certificates.
 func (signer *Authority) RevocationList(
 	number *big.Int,
 	entries []x509.RevocationListEntry,
@@ -234,7 +237,8 @@ func (signer *Authority) RevocationList(
 	if err != nil {
 		return nil, fmt.Errorf("pki: signing the revocation list: %w", err)
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), nil
+	list := pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})
+	return append(list, EncodeCertificates(signer.Chain...)...), nil
 }
 
 // revocationTarget reads the serial to revoke from a certificate file, or

@@ -65,19 +65,39 @@ func readCerts(t *testing.T, path string) []*x509.Certificate {
 // readCRL reads the one revocation list a file must hold.
 func readCRL(t *testing.T, path string) *x509.RevocationList {
 	t.Helper()
+	crl, _ := readCRLFile(t, path)
+	return crl
+}
+
+// readCRLFile reads a file that must hold one X509 CRL block followed by
+// nothing but certificates, and returns both.
+func readCRLFile(t *testing.T, path string) (*x509.RevocationList, []*x509.Certificate) {
+	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	block, rest := pem.Decode(data)
-	if block == nil || block.Type != "X509 CRL" || len(strings.TrimSpace(string(rest))) != 0 {
-		t.Fatalf("%s: want exactly one X509 CRL block", path)
+	if block == nil || block.Type != "X509 CRL" {
+		t.Fatalf("%s: want an X509 CRL block first", path)
 	}
 	crl, err := x509.ParseRevocationList(block.Bytes)
 	if err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
-	return crl
+	var certs []*x509.Certificate
+	for len(strings.TrimSpace(string(rest))) != 0 {
+		block, rest = pem.Decode(rest)
+		if block == nil || block.Type != "CERTIFICATE" {
+			t.Fatalf("%s: want only certificates after the list", path)
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		certs = append(certs, cert)
+	}
+	return crl, certs
 }
 
 func TestLoadAuthority(t *testing.T) {
@@ -579,7 +599,13 @@ func TestRevoke(t *testing.T) {
 			if _, _, err := pki.Revoke(dir, caKey, colons, "superseded"); err != nil {
 				t.Fatalf("Revoke by serial %s: %v", colons, err)
 			}
-			second := readCRL(t, crlPath)
+			second, carried := readCRLFile(t, crlPath)
+			// An intermediate's list carries the intermediate, for servers
+			// that trust only the root; a root's carries nothing.
+			if want := len(signer.Chain); len(carried) != want ||
+				(want == 1 && !carried[0].Equal(res.Intermediate.Certificate)) {
+				t.Errorf("the list carries %d certificates, want the signer's chain of %d", len(carried), want)
+			}
 
 			for i, crl := range []*x509.RevocationList{first, second} {
 				if err := crl.CheckSignatureFrom(signer.Certificate); err != nil {

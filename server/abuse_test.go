@@ -464,27 +464,53 @@ func TestOversizedInputsAreRefused(t *testing.T) {
 			}
 		})
 
-		t.Run(shape.protocol+"/message", func(t *testing.T) {
-			// 64 MiB, sent as the server reads it: the server must refuse it
-			// at the limit rather than take it all in.
-			body := oversizedMessage(shape, 1024*maxMessage)
-			req, _ := http.NewRequestWithContext(callContext(t), http.MethodPost, srv.URL+shape.path, body)
-			req.Header.Set("Content-Type", shape.contentType)
-			resp, err := h2client.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			answer, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-			resp.Body.Close()
-			if !resourceExhausted(resp, answer) {
-				t.Errorf("answered %d %q (trailers %v), want resource_exhausted", resp.StatusCode, answer, resp.Trailer)
-			}
-			// What the client may send before the server has read anything:
-			// the message limit and one stream's flow control window, 1 MiB.
-			if body.sent > maxMessage+2*mib {
-				t.Errorf("%d bytes of a message limited to %d were taken in", body.sent, maxMessage)
-			}
-		})
+		for _, sending := range []struct {
+			name     string
+			size     int
+			declared bool
+			client   *http.Client
+		}{
+			{"message", 1024 * maxMessage, false, h2client},
+			{"message of declared length", 1024 * maxMessage, true, h2client},
+			{"message of declared length just over", 2 * maxMessage, true, h2client},
+			{"message of declared length just over, HTTP/1.1", 2 * maxMessage, true, h1client},
+		} {
+			declared := sending.declared
+			t.Run(shape.protocol+"/"+sending.name, func(t *testing.T) {
+				// 64 MiB, sent as the server reads it: the server must refuse
+				// it at the limit rather than take it all in. Declared, it is
+				// far past what the server reads of a refused body to let the
+				// client see the answer; just over, the server reads the rest
+				// and drops it, and answers in the protocol's own format all
+				// the same (for gRPC, trailers at the end of the stream).
+				body := oversizedMessage(shape, sending.size)
+				req, _ := http.NewRequestWithContext(callContext(t), http.MethodPost, srv.URL+shape.path, body)
+				req.Header.Set("Content-Type", shape.contentType)
+				if declared {
+					req.ContentLength = body.size
+				}
+				start := time.Now()
+				resp, err := sending.client.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				answer, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+				resp.Body.Close()
+				// The server reads what is left of a refused body for at most
+				// 5 s; a client that stops sending must not be kept that long.
+				if took := time.Since(start); took >= 5*time.Second {
+					t.Errorf("the answer took %s: the server waited out its drain", took)
+				}
+				if !resourceExhausted(resp, answer) {
+					t.Errorf("answered %d %q (trailers %v), want resource_exhausted", resp.StatusCode, answer, resp.Trailer)
+				}
+				// What the client may send before the server has read anything:
+				// the message limit and one stream's flow control window, 1 MiB.
+				if body.sent > maxMessage+2*mib {
+					t.Errorf("%d bytes of a message limited to %d were taken in", body.sent, maxMessage)
+				}
+			})
+		}
 	}
 
 	steady.finish(t)
@@ -505,6 +531,7 @@ func padHeaders(size int) []string {
 // without ever holding the filler, and counts what was read of it.
 type streamedBody struct {
 	parts io.Reader
+	size  int64 // prefix, filler and suffix
 	sent  int64
 }
 
@@ -540,8 +567,10 @@ func oversizedMessage(shape rpcShape, size int) *streamedBody {
 			prefix = append(envelope, prefix...)
 		}
 	}
-	return &streamedBody{parts: io.MultiReader(
-		bytes.NewReader(prefix), io.LimitReader(filler{}, int64(size)), bytes.NewReader(suffix))}
+	return &streamedBody{
+		parts: io.MultiReader(bytes.NewReader(prefix), io.LimitReader(filler{}, int64(size)), bytes.NewReader(suffix)),
+		size:  int64(len(prefix) + size + len(suffix)),
+	}
 }
 
 // resourceExhausted reads the answer the way each protocol carries its

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,11 +21,18 @@ import (
 type revocations struct {
 	path    string
 	current atomic.Pointer[crlSet]
+	// material is the server's material in use, to tell which lists can
+	// apply to its clients.
+	material func() *material
 }
 
 // crlSet is one loaded CRL file.
 type crlSet struct {
-	lists  []*x509.RevocationList
+	lists []*x509.RevocationList
+	// certs are the CA certificates the file holds beside its lists: the
+	// intermediates that signed them, which `pki revoke` writes there so
+	// that a server trusting only the root can tell the list applies.
+	certs  []*x509.Certificate
 	digest [sha256.Size]byte // of the file, to skip reloads of an unchanged one
 	// verified caches which issuer certificate each list's signature was
 	// checked against, so a handshake pays for a signature check once per
@@ -31,10 +40,15 @@ type crlSet struct {
 	verified sync.Map // key: list index + issuer fingerprint; value: bool
 }
 
-func loadRevocations(path string) (*revocations, error) {
-	r := &revocations{path: path}
+// loadRevocations reads the CRL file and refuses it when none of its lists
+// could ever refuse a client of m.
+func loadRevocations(path string, material func() *material) (*revocations, error) {
+	r := &revocations{path: path, material: material}
 	set, err := readCRLSet(path)
 	if err != nil {
+		return nil, err
+	}
+	if err := set.checkApplies(path, material()); err != nil {
 		return nil, err
 	}
 	r.current.Store(set)
@@ -50,22 +64,43 @@ func readCRLSet(path string) (*crlSet, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &crlSet{lists: lists, digest: sha256.Sum256(data)}, nil
+	set := &crlSet{lists: lists, digest: sha256.Sum256(data)}
+	for rest := data; ; {
+		var block *pem.Block
+		if block, rest = pem.Decode(rest); block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("pki: a certificate in revocation list %q does not parse: %w", path, err)
+		}
+		if cert.IsCA {
+			set.certs = append(set.certs, cert)
+		}
+	}
+	return set, nil
 }
 
 // reload re-reads the CRL file and reports whether a new list is in force;
 // an unchanged file is left alone unless always is set. A file that does
-// not parse is refused with a log line and the error, and the lists
-// already loaded stay in force.
+// not parse, or whose lists none could refuse a client, is refused with a
+// log line and the error, and the lists already loaded stay in force.
 func (r *revocations) reload(log *slog.Logger, always bool) (bool, error) {
 	set, err := readCRLSet(r.path)
+	if err == nil && !always && set.digest == r.current.Load().digest {
+		return false, nil
+	}
+	m := r.material()
+	if err == nil {
+		err = set.checkApplies(r.path, m)
+	}
 	if err != nil {
 		log.Error("revocation list not reloaded; the previous one stays in force",
 			"file", r.path, KeyError, err.Error())
 		return false, err
-	}
-	if !always && set.digest == r.current.Load().digest {
-		return false, nil
 	}
 	r.current.Store(set)
 	for _, crl := range set.lists {
@@ -77,7 +112,97 @@ func (r *revocations) reload(log *slog.Logger, always bool) (bool, error) {
 				"file", r.path, "issuer", crl.Issuer.String())
 		}
 	}
+	r.warnInapplicable(log, m)
 	return true, nil
+}
+
+// warnInapplicable logs each list in force that no client of m could be
+// refused by, as after a new client CA bundle replaced the CA it was for.
+func (r *revocations) warnInapplicable(log *slog.Logger, m *material) {
+	for _, crl := range r.current.Load().inapplicable(m) {
+		log.Warn("revocation list signed by no client CA nor an intermediate below one; it refuses no one",
+			"file", r.path, "issuer", crl.Issuer.String(), KeyBundle, m.bundle)
+	}
+}
+
+// checkApplies refuses a file in which no list could ever refuse a client
+// of m: a list counts only for the CA that signed it, and a CA that is not
+// among the client CAs, nor an intermediate below one of them, never
+// appears in a chain the server has verified. Such a file is a mistake
+// (another PKI's list, a CA of the same name with another key), and
+// enforcing it would look like revocation while refusing nobody.
+func (s *crlSet) checkApplies(path string, m *material) error {
+	inapplicable := s.inapplicable(m)
+	if len(inapplicable) < len(s.lists) {
+		return nil
+	}
+	var issuers, cas []string
+	for _, crl := range inapplicable {
+		issuers = append(issuers, fmt.Sprintf("%q", crl.Issuer.String()))
+	}
+	for _, ca := range m.cas {
+		cas = append(cas, fmt.Sprintf("%q", ca.Subject.String()))
+	}
+	return fmt.Errorf("revocation list %s is signed by %s, which is none of the client CAs of the "+
+		"bundle %s (%s) nor an intermediate below one of them, so it could never refuse a client: "+
+		"give the list of the CA that issues the client certificates (an intermediate's list needs "+
+		"the intermediate's certificate in the same file, as echoloop pki revoke writes it)",
+		path, strings.Join(issuers, ", "), m.bundle, strings.Join(cas, ", "))
+}
+
+// inapplicable returns the lists signed by no client CA of m and by no
+// intermediate the server holds — in the CRL file or in its own chain —
+// that chains to one.
+func (s *crlSet) inapplicable(m *material) []*x509.RevocationList {
+	intermediates := append(append([]*x509.Certificate{}, s.certs...), m.chain...)
+	var out []*x509.RevocationList
+	for _, crl := range s.lists {
+		applies := false
+		for _, ca := range m.cas {
+			applies = applies || listedBy(crl, ca)
+		}
+		for _, im := range intermediates {
+			applies = applies || (listedBy(crl, im) && chainsTo(im, m.cas, intermediates))
+		}
+		if !applies {
+			out = append(out, crl)
+		}
+	}
+	return out
+}
+
+// listedBy reports whether issuer signed crl.
+func listedBy(crl *x509.RevocationList, issuer *x509.Certificate) bool {
+	return bytes.Equal(crl.RawIssuer, issuer.RawSubject) && crl.CheckSignatureFrom(issuer) == nil
+}
+
+// chainsTo reports whether cert is one of cas or is signed by one of them,
+// directly or through intermediates. Validity is left to the handshake.
+func chainsTo(cert *x509.Certificate, cas, intermediates []*x509.Certificate) bool {
+	signed := func(child, parent *x509.Certificate) bool {
+		return bytes.Equal(child.RawIssuer, parent.RawSubject) && child.CheckSignatureFrom(parent) == nil
+	}
+	// A chain is rarely more than a few certificates long; the bound keeps
+	// a loop of cross-signed intermediates from going round for ever.
+	for range 8 {
+		for _, ca := range cas {
+			if bytes.Equal(cert.Raw, ca.Raw) || signed(cert, ca) {
+				return true
+			}
+		}
+		var parent *x509.Certificate
+		for _, im := range intermediates {
+			if !bytes.Equal(im.Raw, cert.Raw) && signed(cert, im) {
+				parent = im
+				break
+			}
+		}
+		if parent == nil {
+			return false
+		}
+		cert = parent
+	}
+	return false
 }
 
 // check refuses a verified chain in which any certificate is listed as

@@ -276,42 +276,180 @@ func TestCRLCountsOnlyFromTheClientsCA(t *testing.T) {
 	cases := []struct {
 		name    string
 		signers []*pki.Authority
-		refused bool
+		// wantErr is what New says when it refuses the file; nil when the
+		// server starts and the client is refused as revoked.
+		wantErr []string
 	}{
-		{name: "ok/listed by a CA of the same name", signers: []*pki.Authority{twin}},
-		{name: "ok/listed by another CA", signers: []*pki.Authority{stranger}},
-		{name: "ok/listed by both", signers: []*pki.Authority{twin, stranger}},
-		// The control: the same entry from the client's own CA refuses it.
-		{name: "refused/listed by the client's CA", signers: []*pki.Authority{twin, ca}, refused: true},
+		{name: "refused/listed by a CA of the same name", signers: []*pki.Authority{twin},
+			wantErr: []string{`signed by "CN=crl issuer`, "none of the client CAs", "could never refuse a client"}},
+		{name: "refused/listed by another CA", signers: []*pki.Authority{stranger},
+			wantErr: []string{`signed by "CN=stranger CA`, `("CN=crl issuer`, "the CA that issues the client certificates"}},
+		{name: "refused/listed by both", signers: []*pki.Authority{twin, stranger},
+			wantErr: []string{`"CN=crl issuer,O=echoloop development", "CN=stranger CA`}},
+		// The control: the same entry from the client's own CA refuses it,
+		// and the list beside it that applies to no one is logged.
+		{name: "ok/listed by the client's CA among others", signers: []*pki.Authority{twin, ca}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			var file []byte
-			for _, signer := range tc.signers {
-				crl, err := signer.RevocationList(big.NewInt(1), listing)
-				if err != nil {
-					t.Fatal(err)
-				}
-				file = append(file, crl...)
-			}
-			crlPath := filepath.Join(t.TempDir(), "lists.crl")
-			if err := os.WriteFile(crlPath, file, 0o644); err != nil {
+			crlPath := writeLists(t, filepath.Join(t.TempDir(), "lists.crl"), listing, tc.signers...)
+			serverCert, err := ca.IssueServer(pki.DefaultServerNames)
+			if err != nil {
 				t.Fatal(err)
 			}
-			srv := servertest.Start(t, server.WithClientCAs(ca.Certificate), server.WithCRLFile(crlPath))
+			opts := []server.Option{server.WithCertificate(serverCert.TLSCertificate()),
+				server.WithClientCAs(ca.Certificate), server.WithCRLFile(crlPath)}
+			if tc.wantErr != nil {
+				_, err := server.New(opts...)
+				if err == nil {
+					t.Fatal("New accepted a file with no list that applies")
+				}
+				if lines := strings.Count(err.Error(), "\n"); lines != 0 {
+					t.Errorf("error has %d line breaks, want one line: %q", lines, err)
+				}
+				for _, want := range append([]string{crlPath}, tc.wantErr...) {
+					if !strings.Contains(err.Error(), want) {
+						t.Errorf("error %q lacks %q", err, want)
+					}
+				}
+				return
+			}
 
+			srv := servertest.Start(t, server.WithClientCAs(ca.Certificate), server.WithCRLFile(crlPath))
 			for _, p := range client.Protocols() {
-				_, err := echoOnce(t, srv, p, client.WithCertificate(innocent.TLSCertificate()))
-				if tc.refused != (err != nil) {
-					t.Errorf("%s: error %v, want refused %v", p, err, tc.refused)
+				if _, err := echoOnce(t, srv, p, client.WithCertificate(innocent.TLSCertificate())); err == nil {
+					t.Errorf("%s: the revoked client was accepted", p)
 				}
 			}
+			for _, line := range srv.WaitForRefusals(t, server.ReasonRevoked, len(client.Protocols())) {
+				checkRevokedLine(t, line, innocent.Certificate)
+			}
+			waitForLog(t, srv, "warning of the twin's list", func(line map[string]any) bool {
+				return line["level"] == "WARN" && strings.HasPrefix(line["msg"].(string), "revocation list signed by no client CA") &&
+					line["issuer"] == twin.Certificate.Subject.String()
+			})
+		})
+	}
+}
+
+// writeLists writes one list per signer, each revoking listing, into path.
+func writeLists(t *testing.T, path string, listing []x509.RevocationListEntry, signers ...*pki.Authority) string {
+	t.Helper()
+	var file []byte
+	for _, signer := range signers {
+		crl, err := signer.RevocationList(big.NewInt(1), listing)
+		if err != nil {
+			t.Fatal(err)
+		}
+		file = append(file, crl...)
+	}
+	if err := os.WriteFile(path, file, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestCRLFromAnIntermediate(t *testing.T) {
+	t.Parallel()
+	root, err := pki.NewAuthority("crl root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	intermediate, err := root.NewIntermediate("crl intermediate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost, err := intermediate.IssueClient("lost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listing := []x509.RevocationListEntry{{
+		SerialNumber: lost.Certificate.SerialNumber, RevocationTime: time.Now(), ReasonCode: 1,
+	}}
+	fromRoot, err := root.IssueServer(pki.DefaultServerNames)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromIntermediate, err := intermediate.IssueServer(pki.DefaultServerNames)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The intermediate's list as a CA other than pki writes it: the list
+	// alone, without the intermediate's certificate beside it.
+	bareSigner := &pki.Authority{Certificate: intermediate.Certificate, Key: intermediate.Key}
+
+	cases := []struct {
+		name       string
+		signer     *pki.Authority
+		serverCert *pki.Issued
+		refused    bool
+	}{
+		{"ok/the intermediate carried in the file", intermediate, fromRoot, false},
+		{"ok/the intermediate in the server's own chain", bareSigner, fromIntermediate, false},
+		{"refused/the intermediate nowhere the server can see", bareSigner, fromRoot, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			crlPath := writeLists(t, filepath.Join(t.TempDir(), "ca.crl"), listing, tc.signer)
+			opts := []server.Option{server.WithCertificate(tc.serverCert.TLSCertificate()),
+				server.WithClientCAs(root.Certificate), server.WithCRLFile(crlPath)}
 			if tc.refused {
-				for _, line := range srv.WaitForRefusals(t, server.ReasonRevoked, len(client.Protocols())) {
-					checkRevokedLine(t, line, innocent.Certificate)
+				_, err := server.New(opts...)
+				if err == nil || !strings.Contains(err.Error(), `signed by "CN=crl intermediate`) ||
+					!strings.Contains(err.Error(), "needs the intermediate's certificate in the same file") {
+					t.Fatalf("New returned %v, want a refusal that says where the intermediate belongs", err)
 				}
+				return
+			}
+			srv := servertest.Start(t, opts...)
+			c, err := client.New(srv.URL, client.WithRootCAs(root.Pool()), client.WithCertificate(lost.TLSCertificate()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := c.Echo(callContext(t), client.Connect, "revoked"); err == nil {
+				t.Fatal("the client the intermediate revoked was accepted")
+			}
+			for _, line := range srv.WaitForRefusals(t, server.ReasonRevoked, 1) {
+				checkRevokedLine(t, line, lost.Certificate)
 			}
 		})
 	}
+}
+
+func TestCRLReloadRefusesAListThatAppliesToNoOne(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	res, err := pki.Init(pki.InitConfig{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	crlPath := filepath.Join(dir, pki.CRLFile)
+	srv := servertest.Start(t, server.WithClientCAs(res.CA.Certificate), server.WithCRLFile(crlPath))
+	if _, _, err := pki.Revoke(dir, "", filepath.Join(dir, pki.ClientCertFile), "keyCompromise"); err != nil {
+		t.Fatal(err)
+	}
+	waitForLog(t, srv, "loading the list that revokes the client", func(line map[string]any) bool {
+		return line["msg"] == "revocation list loaded" && line["revoked"] == 1.0
+	})
+
+	// Another PKI's list over the file: refused with a line naming its
+	// issuer, and the list in force stays.
+	stranger, err := pki.NewAuthority("stranger CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeLists(t, crlPath, nil, stranger)
+	waitForLog(t, srv, "refusing the stranger's list", func(line map[string]any) bool {
+		msg, _ := line[server.KeyError].(string)
+		return line["msg"] == "revocation list not reloaded; the previous one stays in force" &&
+			strings.Contains(msg, `signed by "CN=stranger CA`) && strings.Contains(msg, "could never refuse a client")
+	})
+	certFile, keyFile := filepath.Join(dir, pki.ClientCertFile), filepath.Join(dir, pki.ClientKeyFile)
+	if _, err := echoOnce(t, srv, client.HTTP, client.WithCertificateFiles(certFile, keyFile)); err == nil {
+		t.Error("after the refused reload the revoked client was accepted")
+	}
+	srv.WaitForRefusals(t, server.ReasonRevoked, 1)
 }

@@ -9,6 +9,8 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,6 +27,7 @@ import (
 
 	echov1 "github.com/echoloop/echoloop/gen/echo/v1"
 	"github.com/echoloop/echoloop/pki"
+	"github.com/echoloop/echoloop/server"
 	"github.com/echoloop/echoloop/server/servertest"
 )
 
@@ -147,6 +150,68 @@ func TestCurl(t *testing.T) {
 			t.Errorf("curl's error does not name the TLS alert: %s", out)
 		}
 	})
+}
+
+// TestCurlOversizedBody sends curl's --data-binary of a JSON body over the
+// default 4 MiB limit, as a user would, and repeats each case: whether the
+// refusal reaches curl used to depend on a race between its upload and the
+// server's reset of the stream (HTTP/2) or connection (HTTP/1.1).
+func TestCurlOversizedBody(t *testing.T) {
+	t.Parallel()
+	curl := curlPath(t)
+	srv := servertest.Start(t)
+	dir := t.TempDir()
+	caFile, certFile, keyFile := srv.WriteFiles(t, dir)
+	body := filepath.Join(dir, "5MiB.json")
+	message := strings.Repeat("x", server.DefaultMaxMessageBytes+1<<20)
+	if err := os.WriteFile(body, []byte(`{"message":"`+message+`"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	const rounds = 10
+	cases := []struct {
+		name, path string
+		flags      []string
+		// Whether curl sends the body: over HTTP/1.1 it asks first
+		// (Expect: 100-continue), and a server that has refused the
+		// declared length never asks for it.
+		uploads bool
+	}{
+		{"connect route over HTTP/2", "/echo.v1.EchoService/Echo", []string{"--http2"}, true},
+		{"plain route over HTTP/2", "/v1/echo", []string{"--http2"}, true},
+		{"connect route over HTTP/1.1", "/echo.v1.EchoService/Echo", []string{"--http1.1"}, false},
+		{"plain route over HTTP/1.1", "/v1/echo", []string{"--http1.1"}, false},
+		{"plain route over HTTP/1.1 without Expect", "/v1/echo", []string{"--http1.1", "-H", "Expect:"}, true},
+	}
+	for _, tc := range cases {
+		t.Run("refused/"+tc.name, func(t *testing.T) {
+			t.Parallel()
+			for round := range rounds {
+				args := append([]string{"--silent", "--show-error", "--max-time", "20",
+					"--cacert", caFile, "--cert", certFile, "--key", keyFile,
+					"-H", "Content-Type: application/json", "--data-binary", "@" + body,
+					"--write-out", "\\n%{http_code} %{size_upload}"}, tc.flags...)
+				out, err := exec.CommandContext(callContext(t), curl, append(args, srv.URL+tc.path)...).Output()
+				if err != nil {
+					t.Fatalf("round %d: curl: %v\n%s", round+1, err, stderrOf(err))
+				}
+				answer, status, _ := strings.Cut(string(out), "\n")
+				var code, uploaded int
+				if _, err := fmt.Sscan(status, &code, &uploaded); err != nil {
+					t.Fatalf("round %d: curl wrote %q", round+1, out)
+				}
+				if code != http.StatusTooManyRequests ||
+					!strings.Contains(answer, "request message over this server's limit of 4 MiB") ||
+					!strings.Contains(answer, "--max-message-bytes") {
+					t.Fatalf("round %d: HTTP %d %q, want 429 naming the 4 MiB limit", round+1, code, answer)
+				}
+				if !tc.uploads && uploaded != 0 {
+					t.Errorf("round %d: curl sent %d bytes of a body the server had refused by its length",
+						round+1, uploaded)
+				}
+			}
+		})
+	}
 }
 
 func stderrOf(err error) string {

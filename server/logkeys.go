@@ -24,6 +24,16 @@ const (
 	// KeyPeerSHA256 is the SHA-256 fingerprint of the client certificate.
 	KeyPeerSHA256 = "peer.sha256"
 
+	// KeyCASubject is the subject distinguished name of a CA certificate:
+	// one of the client CAs, or one in the server's own chain.
+	KeyCASubject = "ca.subject"
+	// KeyCANotBefore is the start of that CA certificate's validity.
+	KeyCANotBefore = "ca.not_before"
+	// KeyCANotAfter is the end of that CA certificate's validity.
+	KeyCANotAfter = "ca.not_after"
+	// KeyBundle is the file of client CAs the server trusts.
+	KeyBundle = "bundle"
+
 	// KeyTLSVersion is the negotiated TLS version, for example "TLS 1.3".
 	KeyTLSVersion = "tls.version"
 

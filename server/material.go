@@ -1,11 +1,13 @@
 package server
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/echoloop/echoloop/pki"
@@ -18,7 +20,9 @@ import (
 type material struct {
 	config  *tls.Config
 	leaf    *x509.Certificate
+	chain   []*x509.Certificate // the certificates after the leaf in the server's chain
 	cas     []*x509.Certificate
+	bundle  string          // where cas came from, for messages
 	trusted map[string]bool // raw subject+key of each CA, to recheck resumed sessions
 	digest  [sha256.Size]byte
 }
@@ -62,29 +66,54 @@ func (f *credentialFiles) read() (tls.Certificate, []*x509.Certificate, [sha256.
 // newMaterial checks a certificate and CA set and builds the TLS
 // configuration that serves them. base carries every setting that does not
 // change with the material — versions, ALPN, client authentication, the
-// verification hook — so a reload can never drop one of them.
+// verification hook — so a reload can never drop one of them. bundle names
+// where the CAs came from, in messages.
+//
+// It refuses what no client could get past: a server certificate outside
+// its validity, a bundle in which no CA is valid now. What stops only some
+// clients comes back as notices, for the caller to log once the material
+// is in use.
 func newMaterial(
 	base *tls.Config,
 	cert tls.Certificate,
 	cas []*x509.Certificate,
+	bundle string,
 	now time.Time,
-) (*material, error) {
+) (*material, []notice, error) {
 	if err := checkServerCertificate(&cert); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	leaf := cert.Leaf
 	if leaf == nil {
 		leaf, _ = x509.ParseCertificate(cert.Certificate[0]) // parsed by checkServerCertificate
 		cert.Leaf = leaf
 	}
-	if now.After(leaf.NotAfter) {
-		return nil, fmt.Errorf("server certificate %q expired at %s (this machine's clock says %s): "+
+	switch {
+	case now.After(leaf.NotAfter):
+		return nil, nil, fmt.Errorf("server certificate %q expired at %s (this machine's clock says %s): "+
 			"issue a new one (echoloop pki init --force for development)",
-			leaf.Subject.String(), leaf.NotAfter.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+			leaf.Subject.String(), stamp(leaf.NotAfter), stamp(now))
+	case now.Before(leaf.NotBefore):
+		return nil, nil, fmt.Errorf("server certificate %q is not valid until %s (this machine's clock "+
+			"says %s): issue one that is valid now, or check this machine's clock",
+			leaf.Subject.String(), stamp(leaf.NotBefore), stamp(now))
 	}
 	if len(cas) == 0 {
-		return nil, errors.New("no client CA given: a client certificate must chain to one")
+		return nil, nil, errors.New("no client CA given: a client certificate must chain to one")
 	}
+	notices, err := checkClientCAs(cas, bundle, now)
+	if err != nil {
+		return nil, nil, err
+	}
+	chain := make([]*x509.Certificate, 0, len(cert.Certificate)-1)
+	for _, der := range cert.Certificate[1:] {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, nil, fmt.Errorf("a certificate after the leaf in the server's chain does not parse: %w", err)
+		}
+		chain = append(chain, c)
+	}
+	notices = append(notices, checkServerChain(leaf, chain, cas, bundle, now)...)
 
 	pool := x509.NewCertPool()
 	trusted := map[string]bool{}
@@ -96,8 +125,98 @@ func newMaterial(
 	config.Certificates = []tls.Certificate{cert}
 	config.ClientCAs = pool
 	config.GetConfigForClient = nil
-	return &material{config: config, leaf: leaf, cas: cas, trusted: trusted}, nil
+	return &material{config: config, leaf: leaf, chain: chain, cas: cas, bundle: bundle, trusted: trusted},
+		notices, nil
 }
+
+// notice is a warning about material that was taken into use.
+type notice struct {
+	msg  string
+	args []any
+}
+
+// outsideValidity describes how now falls outside cert's validity, or
+// returns "" when it does not.
+func outsideValidity(cert *x509.Certificate, now time.Time) string {
+	switch {
+	case now.After(cert.NotAfter):
+		return "expired at " + stamp(cert.NotAfter)
+	case now.Before(cert.NotBefore):
+		return "not valid until " + stamp(cert.NotBefore)
+	}
+	return ""
+}
+
+// checkClientCAs refuses a bundle in which no CA is valid now: Go's
+// verifier checks every certificate of a chain against the clock, the root
+// included, so such a server would refuse every client. A bundle in which
+// only some are out of their validity gets a notice for each of them.
+func checkClientCAs(cas []*x509.Certificate, bundle string, now time.Time) ([]notice, error) {
+	var notices []notice
+	var invalid []string
+	for _, ca := range cas {
+		problem := outsideValidity(ca, now)
+		if problem == "" {
+			continue
+		}
+		invalid = append(invalid, fmt.Sprintf("%q %s", ca.Subject.String(), problem))
+		notices = append(notices, notice{
+			msg:  "client CA outside its validity: clients it issued are refused until it is replaced",
+			args: caArgs(bundle, ca),
+		})
+	}
+	if len(invalid) < len(cas) {
+		return notices, nil
+	}
+	return nil, fmt.Errorf("no CA in the client CA bundle %s is valid now, so no client certificate could be "+
+		"verified: %s (this machine's clock says %s): make a new CA and issue the client certificates "+
+		"from it (echoloop pki init --force for development), or renew the CA",
+		bundle, strings.Join(invalid, "; "), stamp(now))
+}
+
+// checkServerChain finds what in the server's own chain clients will refuse
+// it for, without stopping the server: an intermediate out of its validity,
+// or a CA in the client bundle that issued the chain and is out of its own.
+// A client that trusts another CA for this server may still accept it.
+func checkServerChain(
+	leaf *x509.Certificate,
+	chain, cas []*x509.Certificate,
+	bundle string,
+	now time.Time,
+) []notice {
+	var notices []notice
+	top := leaf
+	for _, intermediate := range chain {
+		top = intermediate
+		if outsideValidity(intermediate, now) != "" {
+			notices = append(notices, notice{
+				msg:  "the server's chain holds a CA outside its validity: clients will refuse the server",
+				args: caArgs(bundle, intermediate),
+			})
+		}
+	}
+	for _, ca := range cas {
+		if !bytes.Equal(top.RawIssuer, ca.RawSubject) || top.CheckSignatureFrom(ca) != nil {
+			continue
+		}
+		if outsideValidity(ca, now) != "" {
+			notices = append(notices, notice{
+				msg: "the CA that issued the server's certificate is outside its validity: " +
+					"clients that trust it for this server will refuse the server",
+				args: caArgs(bundle, ca),
+			})
+		}
+	}
+	return notices
+}
+
+// caArgs are the log attributes that name a CA certificate and its validity.
+func caArgs(bundle string, ca *x509.Certificate) []any {
+	return []any{KeyBundle, bundle, KeyCASubject, ca.Subject.String(),
+		KeyCANotBefore, stamp(ca.NotBefore), KeyCANotAfter, stamp(ca.NotAfter)}
+}
+
+func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
 // caKey identifies a CA by name and key, as chain building does.
 func caKey(ca *x509.Certificate) string {

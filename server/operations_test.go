@@ -506,6 +506,15 @@ func TestDrainLetsCallsInFlightFinish(t *testing.T) {
 		code, _ := healthz()
 		return code == http.StatusServiceUnavailable
 	})
+	// grpc.health.v1 does not: the listener is closed, and connections
+	// already made have been told to take no new call (GOAWAY), so a
+	// health call, as `echoloop health` makes it, finds no one. The
+	// README's Operations section says so.
+	_, err := c.Health(callContext(t))
+	var explained *client.Error
+	if !errors.As(err, &explained) || !strings.Contains(explained.Cause, "nothing is listening") {
+		t.Errorf("health during the drain: %v, want nothing listening", err)
+	}
 	if err := <-stopped; err != nil {
 		t.Errorf("drain returned %v", err)
 	}

@@ -102,8 +102,9 @@ func WithClientCAs(cas ...*x509.Certificate) Option {
 // directory swapped as Kubernetes does) and on [Server.Reload]. New
 // handshakes use new material at once; connections already made keep
 // theirs. A new set that does not load — a file that does not parse, a key
-// that does not match, an expired certificate — is refused with a log line
-// and the set in use stays. It replaces [WithCertificate] and [WithClientCAs].
+// that does not match, a server certificate outside its validity, a bundle
+// in which no CA is valid now — is refused with a log line and the set in
+// use stays. It replaces [WithCertificate] and [WithClientCAs].
 func WithCredentialFiles(certFile, keyFile, caFile string) Option {
 	return optionFunc(func(o *options) { o.files = &credentialFiles{cert: certFile, key: keyFile, ca: caFile} })
 }
@@ -175,10 +176,13 @@ func WithDrainTimeout(d time.Duration) Option {
 }
 
 // WithCRLFile enforces the certificate revocation lists in a PEM file (none
-// when path is empty): a
-// client whose chain includes a certificate listed there is refused at the
-// handshake, on every protocol. The file is re-read when it changes; a new
-// version that does not parse is refused and the old lists stay in force.
+// when path is empty): a client whose chain includes a certificate listed
+// there is refused at the handshake, on every protocol. A list counts only
+// when a client CA signed it, or an intermediate below one of them that
+// the server holds: in the same file (as `echoloop pki revoke` writes it)
+// or in the server's own chain. A file with no such list is refused. The
+// file is re-read when it changes; a new version that does not parse, or
+// that holds no such list, is refused and the old lists stay in force.
 func WithCRLFile(path string) Option {
 	return optionFunc(func(o *options) { o.crlFile = path })
 }
@@ -312,7 +316,7 @@ func New(opts ...Option) (*Server, error) {
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	if o.crlFile != "" {
-		crls, err := loadRevocations(o.crlFile)
+		crls, err := loadRevocations(o.crlFile, s.material.Load)
 		if err != nil {
 			return nil, fmt.Errorf("server: %w", err)
 		}
@@ -335,27 +339,37 @@ func New(opts ...Option) (*Server, error) {
 	return s, nil
 }
 
-// loadMaterial builds the first material, from files or from memory.
+// loadMaterial builds the first material, from files or from memory, and
+// logs what in it will stop some clients.
 func (s *Server) loadMaterial() error {
-	if s.opts.files != nil {
-		cert, cas, digest, err := s.opts.files.read()
+	var m *material
+	var notices []notice
+	if f := s.opts.files; f != nil {
+		cert, cas, digest, err := f.read()
 		if err != nil {
 			return err
 		}
-		m, err := newMaterial(s.base, cert, cas, time.Now())
+		m, notices, err = newMaterial(s.base, cert, cas, f.ca, time.Now())
 		if err != nil {
 			return err
 		}
 		m.digest = digest
-		s.material.Store(m)
-		return nil
-	}
-	m, err := newMaterial(s.base, *s.opts.certificate, s.opts.clientCAs, time.Now())
-	if err != nil {
-		return err
+	} else {
+		var err error
+		m, notices, err = newMaterial(s.base, *s.opts.certificate, s.opts.clientCAs, "given to the server", time.Now())
+		if err != nil {
+			return err
+		}
 	}
 	s.material.Store(m)
+	s.logNotices(notices)
 	return nil
+}
+
+func (s *Server) logNotices(notices []notice) {
+	for _, n := range notices {
+		s.log.Warn(n.msg, n.args...)
+	}
 }
 
 // Reload reads the credential files and the revocation list again, as a
@@ -382,8 +396,9 @@ func (s *Server) reloadCredentials() error {
 		return nil // a neighbour in the directory changed, not ours
 	}
 	var m *material
+	var notices []notice
 	if err == nil {
-		m, err = newMaterial(s.base, cert, cas, time.Now())
+		m, notices, err = newMaterial(s.base, cert, cas, s.opts.files.ca, time.Now())
 	}
 	if err != nil {
 		s.metrics.reloads.WithLabelValues("certificates", "failed").Inc()
@@ -397,6 +412,10 @@ func (s *Server) reloadCredentials() error {
 		"server.serial", pki.SerialHex(m.leaf),
 		"server.not_after", m.leaf.NotAfter.UTC().Format(time.RFC3339),
 		"client_cas", len(m.cas))
+	s.logNotices(notices)
+	if s.crls != nil {
+		s.crls.warnInapplicable(s.log, m)
+	}
 	return nil
 }
 

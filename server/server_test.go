@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -122,6 +123,12 @@ func TestOversizeMessageIsRefusedAndServerKeepsServing(t *testing.T) {
 			if got := connect.CodeOf(err); got != connect.CodeResourceExhausted {
 				t.Errorf("code = %v (%v), want resource_exhausted", got, err)
 			}
+			// The same sentence on every protocol, naming the limit and the
+			// flag that sets it.
+			const want = "request message over this server's limit of 4 KiB (echoloop serve --max-message-bytes)"
+			if msg := connectMessage(err); msg != want {
+				t.Errorf("message = %q, want %q", msg, want)
+			}
 			resp, err := c.Echo(callContext(t), p, "small")
 			if err != nil {
 				t.Fatalf("a normal call after the oversize one failed: %v", err)
@@ -131,6 +138,14 @@ func TestOversizeMessageIsRefusedAndServerKeepsServing(t *testing.T) {
 			}
 		})
 	}
+}
+
+// connectMessage is the message of a connect error as the server sent it.
+func connectMessage(err error) string {
+	if connectErr, ok := errors.AsType[*connect.Error](err); ok {
+		return connectErr.Message()
+	}
+	return ""
 }
 
 func TestPlainHTTPOnTheTLSPortGetsAReadableAnswer(t *testing.T) {

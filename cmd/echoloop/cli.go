@@ -107,6 +107,9 @@ func (f clientFlags) newClient() (*client.Client, error) {
 	opts := []client.Option{
 		client.WithCAFile(caFile),
 		client.WithCertificateFiles(certFile, keyFile),
+		// pki revoke's list, to say "revoked" when the server refuses a
+		// certificate it names.
+		client.WithRevocationListFile(filepath.Join(f.Certs, pki.CRLFile)),
 	}
 	if f.ServerName != "" {
 		opts = append(opts, client.WithServerName(f.ServerName))

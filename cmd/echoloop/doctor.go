@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 
 	"github.com/echoloop/echoloop/client"
+	"github.com/echoloop/echoloop/pki"
 )
 
 type doctorCmd struct {
@@ -28,6 +30,7 @@ func (c *doctorCmd) Run(ctx context.Context, out *output) error {
 		ServerName: c.ServerName,
 		HTTP1:      c.HTTP1,
 		Timeout:    c.Timeout,
+		CRLFile:    filepath.Join(c.Certs, pki.CRLFile),
 	}, func(s client.Step) {
 		mark := map[client.Verdict]string{client.Pass: "[ok]  ", client.Warn: "[warn]", client.Fail: "[FAIL]"}[s.Verdict]
 		fmt.Fprintf(out.out, "%s %s: %s\n", mark, s.Check, s.Detail)

@@ -208,6 +208,16 @@ func TestServeRefusesBadInputWithOneLine(t *testing.T) {
 
 	expired := t.TempDir()
 	writeExpiredServerCertificate(t, expired)
+	// A CA that expired yesterday, with leaves valid now, as a user makes it.
+	expiredCA := t.TempDir()
+	if _, errOut, code := runCommand(t.Context(), "pki", "init", "--certs", expiredCA,
+		"--ca-not-before=-48h", "--ca-valid-for", "24h"); code != exitOK {
+		t.Fatal(errOut)
+	}
+	if _, errOut, code := runCommand(t.Context(), "pki", "issue", "server", "futsrv", "--certs", good,
+		"--not-before=48h"); code != exitOK {
+		t.Fatal(errOut)
+	}
 	encrypted := t.TempDir()
 	for _, name := range []string{"ca.crt", "server.crt"} {
 		data, err := os.ReadFile(filepath.Join(good, name))
@@ -231,6 +241,12 @@ func TestServeRefusesBadInputWithOneLine(t *testing.T) {
 	}{
 		{"refused/expired server certificate", []string{"serve", "--certs", expired},
 			exitFail, []string{"expired at", "this machine's clock says", "issue a new one"}},
+		{"refused/every client CA expired", []string{"serve", "--certs", expiredCA}, exitFail,
+			[]string{"no CA in the client CA bundle " + filepath.Join(expiredCA, "ca.crt") + " is valid now",
+				"expired at", "pki init --force"}},
+		{"refused/server certificate not yet valid", []string{"serve", "--certs", good,
+			"--cert", filepath.Join(good, "futsrv.crt"), "--key", filepath.Join(good, "futsrv.key")},
+			exitFail, []string{`server certificate "CN=futsrv`, "is not valid until", "this machine's clock says"}},
 		{"refused/encrypted key", []string{"serve", "--certs", encrypted},
 			exitFail, []string{"encrypted private key", "openssl pkey"}},
 		{"refused/unreadable file", []string{"serve", "--certs", good, "--cacert", good},
