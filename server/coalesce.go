@@ -102,7 +102,7 @@ func (c *coalescingConn) flush() {
 			c.space.Broadcast()
 			c.mu.Unlock()
 			if batch != nil {
-				batchPool.Put(batch[:0]) //nolint:staticcheck // SA6002: a slice header per batch, next to the batch it saves //nolint:staticcheck // SA6002: a slice header per batch, next to the batch it saves
+				batchPool.Put(batch[:0]) //nolint:staticcheck // SA6002: a slice header per batch, next to the batch it saves
 			}
 			return
 		}
