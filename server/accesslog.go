@@ -63,9 +63,9 @@ func (s *Server) logCalls(next http.Handler) http.Handler {
 		rec := &responseRecorder{ResponseWriter: w,
 			connectStream: strings.HasPrefix(r.Header.Get("Content-Type"), "application/connect+")}
 
-		s.metrics.inFlight.Inc()
+		s.inFlight.Add(1)
 		next.ServeHTTP(rec, r)
-		s.metrics.inFlight.Dec()
+		s.inFlight.Add(-1)
 
 		procedure := r.URL.Path
 		if procedure == PlainHTTPPath {

@@ -276,6 +276,7 @@ type Server struct {
 	tls         *tls.Config // what the listener is given: base, choosing the current material
 	material    atomic.Pointer[material]
 	reloadMu    sync.Mutex   // one reload at a time
+	inFlight    atomic.Int64 // calls being answered; the calls-in-flight gauge reads it
 	metricsAddr atomic.Value // string: where the plain metrics listener is bound
 	handler     http.Handler
 }
@@ -491,7 +492,9 @@ func (s *Server) Handler() http.Handler { return s.handler }
 
 // Serve accepts connections on ln until ctx is cancelled, then drains: it
 // marks health NOT_SERVING, stops accepting, lets calls in flight finish for
-// up to the drain timeout, and returns nil. Any other return is an error.
+// up to the drain timeout, and returns nil. When calls are still running at
+// the end of the drain timeout it cuts them and returns a [*DrainError].
+// Any other return is an error.
 // ln must be a plain TCP listener; Serve adds TLS.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	httpServer := &http.Server{
@@ -550,9 +553,31 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	drainCtx, cancel := context.WithTimeout(context.Background(), s.opts.drainTimeout)
 	defer cancel()
 	if err := httpServer.Shutdown(drainCtx); err != nil {
+		// Counted before Close, which ends the calls and their count.
+		cut := s.inFlight.Load()
 		httpServer.Close()
-		return fmt.Errorf("server: calls still in flight after %s were cut: %w", s.opts.drainTimeout, err)
+		s.log.Warn("drain timed out; calls still in flight were cut", "timeout", s.opts.drainTimeout,
+			"calls_cut", cut)
+		return &DrainError{Timeout: s.opts.drainTimeout, Cut: cut}
 	}
 	s.log.Info("stopped")
 	return nil
+}
+
+// DrainError is what [Server.Serve] returns when calls were still in
+// flight at the end of the drain timeout and had to be cut.
+type DrainError struct {
+	// Timeout is the drain timeout that ran out.
+	Timeout time.Duration
+	// Cut is how many calls were in flight when it did.
+	Cut int64
+}
+
+func (e *DrainError) Error() string {
+	calls := "calls were"
+	if e.Cut == 1 {
+		calls = "call was"
+	}
+	return fmt.Sprintf("server: the drain timed out after %s: %d %s still in flight and cut",
+		e.Timeout, e.Cut, calls)
 }

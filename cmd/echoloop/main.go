@@ -108,7 +108,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return usageError{err: err, command: command}
 	}
 	err = kctx.Run()
-	if ctx.Err() != nil && err != nil {
+	// A signal interrupts every command but serve, which it asks to drain:
+	// serve's own outcome, a clean stop or calls cut, is the verdict.
+	if ctx.Err() != nil && err != nil && kctx.Command() != "serve" {
 		return fmt.Errorf("%w", context.Canceled)
 	}
 	return err
