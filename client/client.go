@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"net"
 	"net/http"
 	"net/url"
@@ -387,14 +388,22 @@ func (c *Client) EchoStream(
 	return nil
 }
 
-// EchoChat sends each message on one bidirectional stream and hands each
-// echo to each as it arrives. Bidirectional streaming needs HTTP/2 and one
-// of the RPC protocols; asked for anything else it fails at once, because
-// over HTTP/1.1 the call would wait for a request body that never ends.
+// EchoChat sends each message of messages on one bidirectional stream, as
+// the sequence yields it, and hands each echo to each as it arrives, so a
+// sequence that reads lines as they are typed makes a live conversation.
+// The request is closed when the sequence ends. Bidirectional streaming
+// needs HTTP/2 and one of the RPC protocols; asked for anything else it
+// fails at once, because over HTTP/1.1 the call would wait for a request
+// body that never ends.
+//
+// EchoChat returns as soon as the stream ends or ctx is done, without
+// waiting for messages to yield again: a sequence blocked on its source
+// (a terminal, a pipe) keeps its goroutine until it yields or ends, and
+// what it yields then is dropped.
 func (c *Client) EchoChat(
 	ctx context.Context,
 	p Protocol,
-	messages []string,
+	messages iter.Seq[string],
 	each func(*echov1.EchoChatResponse) error,
 ) error {
 	switch {
@@ -415,7 +424,13 @@ func (c *Client) EchoChat(
 	// the flow-control windows both ways and stall.
 	sent := make(chan error, 1)
 	go func() {
-		for _, m := range messages {
+		// The headers go first, so that the connection is made, and a
+		// refused certificate reported, before the first message exists.
+		if err := stream.Send(nil); err != nil {
+			sent <- err
+			return
+		}
+		for m := range messages {
 			if err := stream.Send(&echov1.EchoChatRequest{Message: m}); err != nil {
 				sent <- err
 				return
@@ -439,11 +454,16 @@ func (c *Client) EchoChat(
 		}
 	}
 	_ = stream.CloseResponse()
-	sendErr := <-sent
-	switch {
-	case received != nil:
+	if received != nil {
 		return c.explain(ctx, received)
-	case sendErr != nil && !errors.Is(sendErr, io.EOF):
+	}
+	var sendErr error
+	select {
+	case sendErr = <-sent:
+	case <-ctx.Done():
+		return c.explain(ctx, connect.NewError(transportCode(ctx), ctx.Err()))
+	}
+	if sendErr != nil && !errors.Is(sendErr, io.EOF) {
 		return c.explain(ctx, sendErr)
 	}
 	return nil

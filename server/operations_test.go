@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -604,7 +605,7 @@ func TestStreamsOnEveryRPCProtocol(t *testing.T) {
 		t.Run("ok/chat/"+string(p), func(t *testing.T) {
 			t.Parallel()
 			var echoes []string
-			err := c.EchoChat(callContext(t), p, []string{"one", "two", "three"}, func(msg *echov1.EchoChatResponse) error {
+			err := c.EchoChat(callContext(t), p, slices.Values([]string{"one", "two", "three"}), func(msg *echov1.EchoChatResponse) error {
 				if msg.GetEcho().GetPeer().GetSha256Fingerprint() != want {
 					t.Errorf("chat echo %d carries another identity", msg.GetIndex())
 				}
@@ -623,7 +624,7 @@ func TestStreamsOnEveryRPCProtocol(t *testing.T) {
 	t.Run("refused/chat over HTTP/1.1 fails at once", func(t *testing.T) {
 		t.Parallel()
 		h1 := newTestClient(t, srv, srv.Client, client.WithHTTP1())
-		err := h1.EchoChat(callContext(t), client.Connect, []string{"x"}, func(*echov1.EchoChatResponse) error { return nil })
+		err := h1.EchoChat(callContext(t), client.Connect, slices.Values([]string{"x"}), func(*echov1.EchoChatResponse) error { return nil })
 		if err == nil || !strings.Contains(err.Error(), "needs HTTP/2") {
 			t.Errorf("error = %v, want one saying the stream needs HTTP/2", err)
 		}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 	"unicode"
@@ -30,7 +31,7 @@ type callCmd struct {
 	Delay    time.Duration `help:"Ask the server to wait this long before answering (at most 30s), to watch deadlines and drains."`
 	Stream   uint32        `placeholder:"N" help:"Call EchoStream instead: N echoes, --interval apart, printed as they come."`
 	Interval time.Duration `default:"1s" help:"Pause between streamed echoes."`
-	Chat     bool          `help:"Call EchoChat instead: send each line of standard input, print each echo as it comes."`
+	Chat     bool          `help:"Call EchoChat instead: send each line of standard input as it is read, print each echo as it comes; --timeout then bounds the wait for each echo, and the call lasts until standard input ends."`
 	// ExpectRefusal turns the command into a check that a certificate is
 	// kept out, as the compose stack's intruder does: without a shell in
 	// the image, the exit code is the only verdict a container can give.
@@ -60,13 +61,13 @@ func (c *callCmd) Run(ctx context.Context, out *output) error {
 	}
 	defer cl.Close()
 
+	if c.Chat {
+		return c.chat(ctx, cl, out)
+	}
 	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
 	defer cancel()
-	switch {
-	case c.Stream > 0:
+	if c.Stream > 0 {
 		return c.stream(ctx, cl, out)
-	case c.Chat:
-		return c.chat(ctx, cl, out)
 	}
 
 	req := &echov1.EchoRequest{Message: c.Message}
@@ -155,24 +156,120 @@ func (c *callCmd) stream(ctx context.Context, cl *client.Client, out *output) er
 	})
 }
 
-// chat sends each line of standard input and prints each echo.
+// chat sends each line of standard input as it is read and prints each
+// echo as it arrives. --timeout bounds the wait for each echo rather than
+// the session, which lasts until standard input ends: a person typing
+// takes longer than any call should.
 func (c *callCmd) chat(ctx context.Context, cl *client.Client, out *output) error {
 	p, err := client.ParseProtocol(c.Protocol)
 	if err != nil {
 		return usageError{err: err, command: "call "}
 	}
-	var lines []string
-	scanner := bufio.NewScanner(out.in)
-	scanner.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for scanner.Scan() {
-		lines = append(lines, scanner.Text())
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	watch := &echoWatch{timeout: c.Timeout, cancel: cancel}
+	defer watch.stop()
+
+	// Standard input is read apart from the stream: a read blocked on a
+	// terminal cannot be interrupted, but the call must still end at once
+	// on a signal or a failed stream, leaving the reader behind.
+	lines := make(chan string)
+	readErr := make(chan error, 1)
+	go func() {
+		defer close(lines)
+		scanner := bufio.NewScanner(out.in)
+		scanner.Buffer(make([]byte, 0, 64<<10), 1<<20)
+		for scanner.Scan() {
+			select {
+			case lines <- scanner.Text():
+			case <-ctx.Done():
+				return
+			}
+		}
+		readErr <- scanner.Err()
+	}()
+	messages := func(yield func(string) bool) {
+		for {
+			select {
+			case line, ok := <-lines:
+				if !ok {
+					return
+				}
+				watch.sent()
+				if !yield(line) {
+					return
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
 	}
-	if err := scanner.Err(); err != nil {
-		return fmt.Errorf("reading standard input: %w", err)
-	}
-	return cl.EchoChat(ctx, p, lines, func(msg *echov1.EchoChatResponse) error {
+
+	err = cl.EchoChat(ctx, p, messages, func(msg *echov1.EchoChatResponse) error {
+		watch.echoed()
 		return c.printEcho(out.out, msg.GetIndex(), msg.GetEcho())
 	})
+	if cause := context.Cause(ctx); errors.Is(cause, errNoEcho) {
+		return connect.NewError(connect.CodeDeadlineExceeded, cause)
+	}
+	if err != nil {
+		return err
+	}
+	// The stream ended cleanly, so the reader has finished and said how.
+	select {
+	case err := <-readErr:
+		if err != nil {
+			return fmt.Errorf("reading standard input: %w", err)
+		}
+	default:
+	}
+	return nil
+}
+
+// errNoEcho ends a chat whose server left a message unanswered for longer
+// than --timeout.
+var errNoEcho = errors.New("a line sent got no echo within --timeout: raise --timeout if the server is slow")
+
+// echoWatch cancels a chat when an echo is overdue: each line sent must be
+// echoed within timeout of the line before it being echoed.
+type echoWatch struct {
+	timeout time.Duration
+	cancel  context.CancelCauseFunc
+
+	mu      sync.Mutex
+	pending int
+	timer   *time.Timer
+}
+
+func (w *echoWatch) sent() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.pending++
+	if w.pending == 1 {
+		w.timer = time.AfterFunc(w.timeout, func() { w.cancel(errNoEcho) })
+	}
+}
+
+func (w *echoWatch) echoed() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.pending = max(w.pending-1, 0)
+	if w.timer == nil {
+		return
+	}
+	if w.pending == 0 {
+		w.timer.Stop()
+		return
+	}
+	w.timer.Reset(w.timeout)
+}
+
+func (w *echoWatch) stop() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.timer != nil {
+		w.timer.Stop()
+	}
 }
 
 // printEcho prints one echo of a stream: protojson with --json, else a line
