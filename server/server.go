@@ -535,6 +535,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	tlsListener := newHandshakeListener(limited, httpServer.TLSConfig, s.opts.handshakeTimeout, s.log, s.metrics)
 	s.health.SetStatus(echov1connect.EchoServiceName, grpchealth.StatusServing)
 	s.health.SetStatus("", grpchealth.StatusServing)
+	s.log.Info("policy", s.opts.policy.logAttrs()...)
 	s.log.Info("serving", KeyAddr, ln.Addr().String(),
 		KeyTLSVersion+".min", tls.VersionName(s.opts.minVersion))
 

@@ -101,6 +101,55 @@ func (f clientFlags) validate() error {
 	return nil
 }
 
+// given reports whether a flag was set, on the command line or by its
+// environment variable, rather than left at its default. Kong fills both
+// in alike, so a value that equals the zero value says nothing by itself.
+func given(kctx *kong.Context, name string) bool {
+	return onCommandLine(kctx, name) || fromEnvironment(kctx, name) != ""
+}
+
+// flagSource names where a flag's value came from, for messages: the flag
+// as typed, or the environment variable that stood in for it, so that a
+// mistake in ECHOLOOP_TIMEOUT is not blamed on a --timeout never typed.
+func flagSource(kctx *kong.Context, name string) string {
+	if !onCommandLine(kctx, name) {
+		if env := fromEnvironment(kctx, name); env != "" {
+			return env
+		}
+	}
+	return "--" + name
+}
+
+func onCommandLine(kctx *kong.Context, name string) bool {
+	if kctx == nil {
+		return false
+	}
+	for _, p := range kctx.Path {
+		if p.Flag != nil && p.Flag.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// fromEnvironment is the environment variable set for a flag, if any.
+func fromEnvironment(kctx *kong.Context, name string) string {
+	if kctx == nil {
+		return ""
+	}
+	for _, f := range kctx.Flags() {
+		if f.Name != name {
+			continue
+		}
+		for _, env := range f.Envs {
+			if _, ok := os.LookupEnv(env); ok {
+				return env
+			}
+		}
+	}
+	return ""
+}
+
 // newClient builds the client the flags describe.
 func (f clientFlags) newClient() (*client.Client, error) {
 	caFile, certFile, keyFile := f.paths("client")

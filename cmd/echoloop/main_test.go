@@ -136,18 +136,70 @@ func TestEnvironmentStandsInForFlags(t *testing.T) {
 	}
 }
 
+// TestServePolicyFromTheEnvironment is not parallel: it sets the process
+// environment.
+func TestServePolicyFromTheEnvironment(t *testing.T) {
+	certs := t.TempDir()
+	if _, errOut, code := runCommand(t.Context(), "pki", "init", "--certs", certs); code != exitOK {
+		t.Fatal(errOut)
+	}
+
+	t.Setenv("ECHOLOOP_ALLOW_CN", "")
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second) // a server that starts fails here
+	defer cancel()
+	_, errOut, code := runCommand(ctx, "serve", "--certs", certs, "--addr", "127.0.0.1:0")
+	if code != exitUsage || !strings.Contains(errOut, "ECHOLOOP_ALLOW_CN has an empty value") ||
+		strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
+		t.Errorf("ECHOLOOP_ALLOW_CN= : exit %d, stderr %q; want one line naming the variable", code, errOut)
+	}
+
+	// Spaces around the items are trimmed: the client, CN "client", may
+	// call (the health check in startServeLogged is itself a call).
+	t.Setenv("ECHOLOOP_ALLOW_CN", " carol , client ")
+	url, logs := startServeLogged(t, certs, "--certs", certs)
+	if _, errOut, code := runCommand(t.Context(), "call", "--certs", certs, "--url", url); code != exitOK {
+		t.Errorf("client refused by ECHOLOOP_ALLOW_CN=\" carol , client \": %s", errOut)
+	}
+	waitForText(t, logs, `"msg":"policy","allow.cn":["carol","client"]}`)
+
+	t.Setenv("ECHOLOOP_ALLOW_CN", "carol")
+	url, logs = startServeLogged(t, certs, "--certs", certs, "--allow-cn", "client", "--allow-ou", "ops")
+	// The flags win over the environment.
+	waitForText(t, logs, `"msg":"policy","allow.cn":["client"],"allow.ou":["ops"]}`)
+	if _, errOut, code := runCommand(t.Context(), "call", "--certs", certs, "--url", url); code != exitOK {
+		t.Errorf("client refused by --allow-cn client: %s", errOut)
+	}
+}
+
+func TestServeLogsAnOpenPolicy(t *testing.T) {
+	t.Parallel()
+	certs := t.TempDir()
+	if _, errOut, code := runCommand(t.Context(), "pki", "init", "--certs", certs); code != exitOK {
+		t.Fatal(errOut)
+	}
+	_, logs := startServeLogged(t, certs, "--certs", certs)
+	waitForText(t, logs, `"msg":"policy","allow":"any client of the CA"}`)
+}
+
 // startServe runs `echoloop serve` with args on a free loopback port until
 // the test ends, waits until it is healthy, and returns its URL.
 func startServe(t *testing.T, certs string, args ...string) string {
 	t.Helper()
+	url, _ := startServeLogged(t, certs, args...)
+	return url
+}
+
+// startServeLogged is startServe that also returns what serve logs.
+func startServeLogged(t *testing.T, certs string, args ...string) (string, *syncWriter) {
+	t.Helper()
 	addr := freeLoopbackAddr(t)
 	url := "https://localhost:" + strings.Split(addr, ":")[1]
 	serveCtx, stop := context.WithCancel(t.Context())
-	var logs bytes.Buffer
+	logs := &syncWriter{w: &bytes.Buffer{}}
 	served := make(chan error, 1)
 	go func() {
 		args := append([]string{"serve", "--addr", addr, "--log-format", "json"}, args...)
-		served <- run(serveCtx, args, strings.NewReader(""), &bytes.Buffer{}, &syncWriter{w: &logs})
+		served <- run(serveCtx, args, strings.NewReader(""), &bytes.Buffer{}, logs)
 	}()
 	t.Cleanup(func() {
 		stop()
@@ -156,7 +208,7 @@ func startServe(t *testing.T, certs string, args ...string) string {
 		}
 	})
 	waitHealthy(t, certs, url)
-	return url
+	return url, logs
 }
 
 // freeLoopbackAddr returns a loopback address whose port was free a moment ago.
@@ -251,6 +303,12 @@ func TestServeRefusesBadInputWithOneLine(t *testing.T) {
 			"--key", filepath.Join(good, "client.key")}, exitFail, []string{"do not belong together"}},
 		{"refused/CA file with no certificate", []string{"serve", "--certs", good,
 			"--cacert", filepath.Join(good, "ca.key")}, exitFail, []string{"holds no certificate", "PRIVATE KEY"}},
+		{"refused/empty --allow-cn", []string{"serve", "--certs", good, "--allow-cn="},
+			exitUsage, []string{"--allow-cn has an empty value", "every client of the CA"}},
+		{"refused/empty --allow-uri among others", []string{"serve", "--certs", good, "--allow-cn", "client",
+			"--allow-uri", ""}, exitUsage, []string{"--allow-uri has an empty value"}},
+		{"refused/empty item in a list", []string{"serve", "--certs", good, "--allow-ou", "a, ,b"},
+			exitUsage, []string{"--allow-ou has an empty value"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -338,6 +396,12 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.w.Write(p)
+}
+
+func (s *syncWriter) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.String()
 }
 
 func writeExpiredServerCertificate(t *testing.T, dir string) {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -215,7 +216,8 @@ func TestDrainThatRunsOutCutsCallsAndFails(t *testing.T) {
 	}
 }
 
-func waitForText(t *testing.T, logs *lockedLog, text string) {
+// waitForText polls logs, which serve writes in batches, until they hold text.
+func waitForText(t *testing.T, logs fmt.Stringer, text string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(logs.String(), text) {
