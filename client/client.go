@@ -177,19 +177,9 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 		return nil, optionErrors(o.errs)
 	}
 
-	u, err := url.Parse(baseURL)
+	u, err := parseBaseURL(baseURL)
 	if err != nil {
-		return nil, fmt.Errorf("client: URL %q does not parse: %w", baseURL, err)
-	}
-	switch {
-	case u.Scheme == "http":
-		return nil, fmt.Errorf("client: URL %q is plain http, but mutual TLS needs TLS: use https://%s",
-			baseURL, u.Host)
-	case u.Scheme != "https" || u.Host == "":
-		return nil, fmt.Errorf("client: URL %q is not of the form https://host:port", baseURL)
-	case strings.Trim(u.Path, "/") != "" || u.RawQuery != "":
-		return nil, fmt.Errorf("client: URL %q has a path; give the server's base URL, https://%s: "+
-			"each protocol adds its own path", baseURL, u.Host)
+		return nil, fmt.Errorf("client: URL %w", err)
 	}
 
 	port := u.Port()
@@ -205,6 +195,50 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 	}
 	c.tls = c.tlsConfig()
 	return c, nil
+}
+
+// CheckURL checks that baseURL is a server's base URL as [New] takes it,
+// https://host:port with nothing after the port, without making a client.
+// The error starts with the URL, so that a caller can put the name of the
+// setting that held it in front.
+func CheckURL(baseURL string) error {
+	_, err := parseBaseURL(baseURL)
+	return err
+}
+
+func parseBaseURL(baseURL string) (*url.URL, error) {
+	u, err := url.Parse(baseURL)
+	if err != nil {
+		return nil, fmt.Errorf("%q does not parse: %w", baseURL, err)
+	}
+	// Each protocol adds its own path to the base URL, so anything after
+	// the port would be sent with every call or silently dropped.
+	base := "https://" + u.Host
+	switch {
+	case u.Scheme == "http":
+		return nil, fmt.Errorf("%q is plain http, but mutual TLS needs TLS: use https://%s", baseURL, u.Host)
+	case u.Scheme != "https" || u.Host == "":
+		return nil, fmt.Errorf("%q is not of the form https://host:port", baseURL)
+	case u.RawQuery != "" || u.ForceQuery:
+		return nil, fmt.Errorf("%q has a query (?%s); give the server's base URL, %s, "+
+			"with nothing after the port", baseURL, u.RawQuery, base)
+	case u.Fragment != "":
+		return nil, fmt.Errorf("%q has a fragment (#%s); give the server's base URL, %s",
+			baseURL, u.Fragment, base)
+	case strings.Trim(u.Path, "/") != "":
+		return nil, fmt.Errorf("%q has a path (%s); give the server's base URL, %s: "+
+			"each protocol adds its own path", baseURL, u.Path, base)
+	case u.User != nil:
+		return nil, fmt.Errorf("%q carries a user name: mutual TLS identifies the client by its "+
+			"certificate; give %s", baseURL, base)
+	}
+	if port := u.Port(); port != "" {
+		n, err := strconv.Atoi(port)
+		if err != nil || n < 1 || n > 65535 {
+			return nil, fmt.Errorf("%q has port %s, outside 1 to 65535", baseURL, port)
+		}
+	}
+	return u, nil
 }
 
 func (c *Client) tlsConfig() *tls.Config {

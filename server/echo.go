@@ -46,12 +46,16 @@ const (
 	ProtocolHTTP    = "http"
 )
 
-// Bounds on what a caller may ask of the streaming and delayed calls, so
-// that no single request can hold the server for long.
+// Bounds on what a caller may ask of the delayed and streaming calls, so
+// that no single request can hold the server for long. Clients check them
+// before calling, to name their own flag rather than relay a refusal.
 const (
-	maxDelay          = 30 * time.Second
-	maxStreamCount    = 10000
-	maxStreamInterval = time.Minute
+	// MaxDelay is the longest EchoRequest.delay the server waits.
+	MaxDelay = 30 * time.Second
+	// MaxStreamCount is the most echoes one EchoStream call may ask for.
+	MaxStreamCount = 10000
+	// MaxStreamInterval is the longest pause EchoStream makes between echoes.
+	MaxStreamInterval = time.Minute
 )
 
 // echoService answers Echo with what the server verified of the caller.
@@ -63,7 +67,7 @@ func (echoService) Echo(
 	ctx context.Context,
 	req *connect.Request[echov1.EchoRequest],
 ) (*connect.Response[echov1.EchoResponse], error) {
-	delay, err := bounded("delay", req.Msg.GetDelay(), maxDelay)
+	delay, err := bounded("delay", req.Msg.GetDelay(), MaxDelay)
 	if err != nil {
 		return nil, err
 	}
@@ -88,11 +92,11 @@ func (echoService) EchoStream(
 	if count == 0 {
 		count = 1
 	}
-	if count > maxStreamCount {
+	if count > MaxStreamCount {
 		return connect.NewError(connect.CodeInvalidArgument,
-			fmt.Errorf("count %d is over the limit of %d", count, maxStreamCount))
+			fmt.Errorf("count %d is over the limit of %d", count, MaxStreamCount))
 	}
-	interval, err := bounded("interval", req.Msg.GetInterval(), maxStreamInterval)
+	interval, err := bounded("interval", req.Msg.GetInterval(), MaxStreamInterval)
 	if err != nil {
 		return err
 	}

@@ -15,11 +15,13 @@ import (
 	"unicode"
 
 	"connectrpc.com/connect"
+	"github.com/alecthomas/kong"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/echoloop/echoloop/client"
 	echov1 "github.com/echoloop/echoloop/gen/echo/v1"
+	"github.com/echoloop/echoloop/server"
 )
 
 type callCmd struct {
@@ -28,9 +30,9 @@ type callCmd struct {
 	Protocol string        `default:"connect" enum:"connect,grpc,grpc-web,http,all" help:"Protocol to call with: connect, grpc, grpc-web, http, or all side by side."`
 	Message  string        `default:"hello" help:"Message to echo."`
 	JSON     bool          `name:"json" help:"Print each answer as protojson, one object per line."`
-	Delay    time.Duration `help:"Ask the server to wait this long before answering (at most 30s), to watch deadlines and drains."`
-	Stream   uint32        `placeholder:"N" help:"Call EchoStream instead: N echoes, --interval apart, printed as they come."`
-	Interval time.Duration `default:"1s" help:"Pause between streamed echoes."`
+	Delay    time.Duration `help:"Ask the server to wait this long before answering (at most ${max_delay}), to watch deadlines and drains."`
+	Stream   int           `placeholder:"N" help:"Call EchoStream instead: N echoes (1 to ${max_stream_count}), --interval apart, printed as they come."`
+	Interval time.Duration `default:"1s" help:"Pause between streamed echoes (at most ${max_stream_interval})."`
 	Chat     bool          `help:"Call EchoChat instead: send each line of standard input as it is read, print each echo as it comes; --timeout then bounds the wait for each echo, and the call lasts until standard input ends."`
 	// ExpectRefusal turns the command into a check that a certificate is
 	// kept out, as the compose stack's intruder does: without a shell in
@@ -38,20 +40,35 @@ type callCmd struct {
 	ExpectRefusal bool `help:"Succeed only when the server refuses this client's certificate in the TLS handshake, on every protocol called."`
 }
 
-// Validate is kong's hook for checks its types cannot make.
-func (c *callCmd) Validate() error {
-	streaming := c.Stream > 0 || c.Chat
+// Validate is kong's hook for checks its types cannot make. It also
+// checks the server's bounds on delays and streams, so that a mistake names
+// its flag instead of coming back from the server as invalid_argument.
+func (c *callCmd) Validate(kctx *kong.Context) error {
+	stream := given(kctx, "stream")
+	streaming := stream || c.Chat
 	switch {
-	case c.Stream > 0 && c.Chat:
+	case stream && c.Chat:
 		return errors.New("--stream and --chat are different calls: choose one")
 	case streaming && (c.Protocol == "all" || c.Protocol == "http"):
 		return fmt.Errorf("--stream and --chat take one RPC protocol (connect, grpc or grpc-web), not %s", c.Protocol)
 	case streaming && c.ExpectRefusal:
 		return errors.New("--expect-refusal checks unary calls only")
+	case streaming && c.Delay != 0:
+		return fmt.Errorf("%s applies to unary calls, not to --stream or --chat: leave it out, "+
+			"or use --interval to pace a stream", flagSource(kctx, "delay"))
+	case stream && (c.Stream < 1 || c.Stream > server.MaxStreamCount):
+		return fmt.Errorf("%s must be between 1 and %d (the server's limit), got %d; leave it out "+
+			"for a unary call", flagSource(kctx, "stream"), server.MaxStreamCount, c.Stream)
+	case stream && (c.Interval < 0 || c.Interval > server.MaxStreamInterval):
+		return fmt.Errorf("%s must be between 0s and %s (the server's limit), got %s",
+			flagSource(kctx, "interval"), server.MaxStreamInterval, c.Interval)
 	case c.Delay < 0:
-		return fmt.Errorf("--delay must not be negative, got %s", c.Delay)
+		return fmt.Errorf("%s must not be negative, got %s", flagSource(kctx, "delay"), c.Delay)
+	case c.Delay > server.MaxDelay:
+		return fmt.Errorf("%s %s is over the server's limit of %s", flagSource(kctx, "delay"), c.Delay,
+			server.MaxDelay)
 	}
-	return c.validate()
+	return c.validate(kctx)
 }
 
 func (c *callCmd) Run(ctx context.Context, out *output) error {
@@ -150,7 +167,11 @@ func (c *callCmd) stream(ctx context.Context, cl *client.Client, out *output) er
 	if err != nil {
 		return usageError{err: err, command: "call "}
 	}
-	req := &echov1.EchoStreamRequest{Message: c.Message, Count: c.Stream, Interval: durationpb.New(c.Interval)}
+	req := &echov1.EchoStreamRequest{
+		Message:  c.Message,
+		Count:    uint32(c.Stream), //nolint:gosec // G115: Validate keeps it within 1 to MaxStreamCount
+		Interval: durationpb.New(c.Interval),
+	}
 	return cl.EchoStream(ctx, p, req, func(msg *echov1.EchoStreamResponse) error {
 		return c.printEcho(out.out, msg.GetIndex(), msg.GetEcho())
 	})

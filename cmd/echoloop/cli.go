@@ -13,6 +13,7 @@ import (
 
 	"github.com/echoloop/echoloop/client"
 	"github.com/echoloop/echoloop/pki"
+	"github.com/echoloop/echoloop/server"
 )
 
 // commandLine is every command and flag of echoloop.
@@ -37,6 +38,9 @@ func commandVars() kong.Vars {
 		"reasons":                strings.Join(pki.ReasonNames(), ", "),
 		"default_procedure":      client.DefaultAuditProcedure,
 		"default_path":           client.PlainHTTPPath,
+		"max_delay":              server.MaxDelay.String(),
+		"max_stream_count":       fmt.Sprint(server.MaxStreamCount),
+		"max_stream_interval":    server.MaxStreamInterval.String(),
 	}
 	for k, v := range serveVars() {
 		vars[k] = v
@@ -93,10 +97,14 @@ type clientFlags struct {
 	Timeout    time.Duration `default:"10s" help:"Deadline of each call."`
 }
 
-// validate checks what kong's types cannot.
-func (f clientFlags) validate() error {
+// validate checks what kong's types cannot, and what the server would
+// only refuse once called.
+func (f clientFlags) validate(kctx *kong.Context) error {
 	if f.Timeout <= 0 {
-		return fmt.Errorf("--timeout must be positive, got %s", f.Timeout)
+		return fmt.Errorf("%s must be positive, got %s", flagSource(kctx, "timeout"), f.Timeout)
+	}
+	if err := client.CheckURL(f.URL); err != nil {
+		return fmt.Errorf("%s %w", flagSource(kctx, "url"), err)
 	}
 	return nil
 }

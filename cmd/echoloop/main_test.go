@@ -136,6 +136,39 @@ func TestEnvironmentStandsInForFlags(t *testing.T) {
 	}
 }
 
+// TestMistakesInTheEnvironmentNameTheVariable is not parallel: it sets the
+// process environment.
+func TestMistakesInTheEnvironmentNameTheVariable(t *testing.T) {
+	cases := []struct {
+		env, value string
+		args       []string
+		want       string
+	}{
+		{"ECHOLOOP_PROTOCOL", "gprc", []string{"call"}, `ECHOLOOP_PROTOCOL must be one of "connect",`},
+		{"ECHOLOOP_TIMEOUT", "0s", []string{"call"}, "ECHOLOOP_TIMEOUT must be positive, got 0s"},
+		{"ECHOLOOP_URL", "https://localhost:8443/v1", []string{"health"}, `ECHOLOOP_URL "https://localhost:8443/v1" has a path`},
+		{"ECHOLOOP_DELAY", "1m", []string{"call"}, "ECHOLOOP_DELAY 1m0s is over the server's limit"},
+		{"ECHOLOOP_REQUESTS", "0", []string{"bench"}, "ECHOLOOP_REQUESTS must be at least 1"},
+		{"ECHOLOOP_TLS_MIN", "1.1", []string{"serve"}, `ECHOLOOP_TLS_MIN must be one of "1.2","1.3"`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.env, func(t *testing.T) {
+			t.Setenv(tc.env, tc.value)
+			_, errOut, code := runCommand(t.Context(), tc.args...)
+			if code != exitUsage || !strings.Contains(errOut, tc.want) {
+				t.Errorf("%s=%s: exit %d, stderr %q; want %d and %q", tc.env, tc.value, code, errOut,
+					exitUsage, tc.want)
+			}
+			// The flag typed on the command line is named as the flag.
+			flag := "--" + strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(tc.env, "ECHOLOOP_")), "_", "-")
+			_, errOut, _ = runCommand(t.Context(), append(tc.args, flag+"="+tc.value)...)
+			if strings.Contains(errOut, tc.env) || !strings.Contains(errOut, flag) {
+				t.Errorf("%s=%s: stderr %q; want it to blame %s, not the variable", flag, tc.value, errOut, flag)
+			}
+		})
+	}
+}
+
 // TestServePolicyFromTheEnvironment is not parallel: it sets the process
 // environment.
 func TestServePolicyFromTheEnvironment(t *testing.T) {
@@ -506,8 +539,26 @@ func TestCallMistakesGetOneClearLine(t *testing.T) {
 	}{
 		{"refused/zero timeout", []string{"call", "--timeout", "0s"}, exitUsage,
 			[]string{"--timeout must be positive", "see echoloop call --help"}, nil},
-		{"refused/URL with a path", []string{"call", "--certs", certs, "--url", closedURL + "/v1/echo"}, exitFail,
-			[]string{"has a path", "base URL"}, nil},
+		{"refused/URL with a path", []string{"call", "--certs", certs, "--url", closedURL + "/v1/echo"}, exitUsage,
+			[]string{"--url", "has a path (/v1/echo)", "base URL"}, nil},
+		{"refused/URL with a query", []string{"call", "--certs", certs, "--url", closedURL + "?x=1"}, exitUsage,
+			[]string{"--url", "has a query (?x=1)", "base URL"}, []string{"has a path"}},
+		{"refused/port out of range", []string{"call", "--url", "https://localhost:99999"}, exitUsage,
+			[]string{`--url "https://localhost:99999" has port 99999, outside 1 to 65535`}, nil},
+		{"refused/delay over the server's limit", []string{"call", "--delay", "31s"}, exitUsage,
+			[]string{"--delay 31s is over the server's limit of 30s"}, nil},
+		{"refused/negative delay", []string{"call", "--delay", "-1s"}, exitUsage,
+			[]string{"--delay must not be negative, got -1s"}, []string{"short flag"}},
+		{"refused/stream over the server's limit", []string{"call", "--stream", "10001"}, exitUsage,
+			[]string{"--stream must be between 1 and 10000 (the server's limit), got 10001"}, nil},
+		{"refused/stream of none", []string{"call", "--stream", "0"}, exitUsage,
+			[]string{"--stream must be between 1 and 10000", "got 0", "leave it out for a unary call"}, nil},
+		{"refused/negative stream", []string{"call", "--stream", "-1"}, exitUsage,
+			[]string{"--stream must be between 1 and 10000", "got -1"}, []string{"short flag"}},
+		{"refused/interval over the server's limit", []string{"call", "--stream", "2", "--interval", "2m"},
+			exitUsage, []string{"--interval must be between 0s and 1m0s (the server's limit), got 2m0s"}, nil},
+		{"refused/delay on a stream", []string{"call", "--stream", "2", "--delay", "1s"}, exitUsage,
+			[]string{"--delay applies to unary calls"}, nil},
 		{"refused/mistyped CA path", []string{"call", "--certs", certs, "--cacert", filepath.Join(certs, "nope.crt")},
 			exitFail, []string{"nope.crt", "no such file"}, []string{"pki init"}},
 		{"refused/missing certs directory", []string{"call", "--certs", filepath.Join(certs, "absent")},
