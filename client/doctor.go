@@ -156,7 +156,7 @@ func (d *doctor) keyMatches(context.Context) Step {
 func (d *doctor) validity(context.Context) Step {
 	check := "client certificate is valid now"
 	leaf := d.chain[0]
-	if problem := checkValidity(leaf, d.cfg.CertFile, time.Now()); problem != nil {
+	if problem := checkValidity(leaf, d.cfg.CertFile, d.cfg.CertFile, time.Now()); problem != nil {
 		return fail(check, problem.Cause, problem.Fix)
 	}
 	left := time.Until(leaf.NotAfter).Round(time.Hour)

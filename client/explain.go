@@ -214,7 +214,7 @@ func (c *Client) diagnoseAlert(alert string) (cause, fix string) {
 	case "bad certificate", "unknown certificate", "unsupported certificate",
 		"expired certificate", "unknown certificate authority":
 		if c.opts.cert != nil {
-			if problem := CheckClientCertificate(c.opts.cert, certName, time.Now()); problem != nil {
+			if problem := checkClientCertificate(c.opts.cert, certName, c.opts.certFile, time.Now()); problem != nil {
 				return "the server refused the client certificate: " + problem.Cause, problem.Fix
 			}
 		}

@@ -6,6 +6,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/echoloop/echoloop/pki"
@@ -42,6 +44,9 @@ func (f *credentialFiles) read() (tls.Certificate, []*x509.Certificate, [sha256.
 	if err != nil {
 		return tls.Certificate{}, nil, digest, fmt.Errorf("loading client CA bundle: %w", err)
 	}
+	if err := checkClientCAs(f.ca, cas); err != nil {
+		return tls.Certificate{}, nil, digest, err
+	}
 	key, err := x509.MarshalPKCS8PrivateKey(pair.PrivateKey)
 	if err != nil {
 		return tls.Certificate{}, nil, digest, fmt.Errorf("loading server certificate: %w", err)
@@ -59,14 +64,40 @@ func (f *credentialFiles) read() (tls.Certificate, []*x509.Certificate, [sha256.
 	return pair, cas, digest, nil
 }
 
+// checkClientCAs refuses a client CA bundle without a single CA
+// certificate, such as a client certificate given in its place. Go's
+// verifier lets a certificate in the pool pass as its own chain of one, so
+// such a bundle would let in exactly the certificate it holds, and no
+// client the CA issued.
+func checkClientCAs(file string, cas []*x509.Certificate) error {
+	held := make([]string, 0, len(cas))
+	for _, ca := range cas {
+		if ca.IsCA {
+			return nil
+		}
+		kind := "a leaf certificate"
+		switch {
+		case slices.Contains(ca.ExtKeyUsage, x509.ExtKeyUsageServerAuth):
+			kind = "a server certificate"
+		case slices.Contains(ca.ExtKeyUsage, x509.ExtKeyUsageClientAuth):
+			kind = "a client certificate"
+		}
+		held = append(held, fmt.Sprintf("%s, %s", kind, ca.Subject))
+	}
+	return fmt.Errorf("client CA bundle %q holds no CA certificate, only %s: give the CA that issued "+
+		"the clients' certificates (ca.crt from echoloop pki init)", file, strings.Join(held, "; "))
+}
+
 // newMaterial checks a certificate and CA set and builds the TLS
-// configuration that serves them. base carries every setting that does not
+// configuration that serves them; certFile, when the certificate came from
+// a file, lets messages name the command that replaces it. base carries every setting that does not
 // change with the material — versions, ALPN, client authentication, the
 // verification hook — so a reload can never drop one of them.
 func newMaterial(
 	base *tls.Config,
 	cert tls.Certificate,
 	cas []*x509.Certificate,
+	certFile string,
 	now time.Time,
 ) (*material, error) {
 	if err := checkServerCertificate(&cert); err != nil {
@@ -78,9 +109,15 @@ func newMaterial(
 		cert.Leaf = leaf
 	}
 	if now.After(leaf.NotAfter) {
-		return nil, fmt.Errorf("server certificate %q expired at %s (this machine's clock says %s): "+
-			"issue a new one (echoloop pki init --force for development)",
-			leaf.Subject.String(), leaf.NotAfter.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+		fix := "issue a new one"
+		if certFile != "" {
+			// The one command that replaces it in place, names and all;
+			// pki init --force would replace the CA and orphan every
+			// certificate it issued.
+			fix += " (from echoloop's PKI: " + pki.ReissueCommand(certFile, leaf) + ")"
+		}
+		return nil, fmt.Errorf("server certificate %q expired at %s (this machine's clock says %s): %s",
+			leaf.Subject.String(), leaf.NotAfter.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), fix)
 	}
 	if len(cas) == 0 {
 		return nil, errors.New("no client CA given: a client certificate must chain to one")

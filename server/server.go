@@ -343,7 +343,7 @@ func (s *Server) loadMaterial() error {
 		if err != nil {
 			return err
 		}
-		m, err := newMaterial(s.base, cert, cas, time.Now())
+		m, err := newMaterial(s.base, cert, cas, s.opts.files.cert, time.Now())
 		if err != nil {
 			return err
 		}
@@ -351,7 +351,7 @@ func (s *Server) loadMaterial() error {
 		s.material.Store(m)
 		return nil
 	}
-	m, err := newMaterial(s.base, *s.opts.certificate, s.opts.clientCAs, time.Now())
+	m, err := newMaterial(s.base, *s.opts.certificate, s.opts.clientCAs, "", time.Now())
 	if err != nil {
 		return err
 	}
@@ -384,7 +384,7 @@ func (s *Server) reloadCredentials() error {
 	}
 	var m *material
 	if err == nil {
-		m, err = newMaterial(s.base, cert, cas, time.Now())
+		m, err = newMaterial(s.base, cert, cas, s.opts.files.cert, time.Now())
 	}
 	if err != nil {
 		s.metrics.reloads.WithLabelValues("certificates", "failed").Inc()

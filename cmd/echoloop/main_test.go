@@ -315,7 +315,11 @@ func TestServeRefusesBadInputWithOneLine(t *testing.T) {
 		want     []string
 	}{
 		{"refused/expired server certificate", []string{"serve", "--certs", expired},
-			exitFail, []string{"expired at", "this machine's clock says", "issue a new one"}},
+			exitFail, []string{"expired at", "this machine's clock says", "issue a new one",
+				"echoloop pki issue server server --certs " + expired + " --san localhost --san 127.0.0.1 --san ::1 --force"}},
+		{"refused/a client certificate as the CA bundle", []string{"serve", "--certs", good,
+			"--cacert", filepath.Join(good, "client.crt")}, exitFail,
+			[]string{"client CA bundle", "client.crt", "holds no CA certificate, only a client certificate, CN=client"}},
 		{"refused/encrypted key", []string{"serve", "--certs", encrypted},
 			exitFail, []string{"encrypted private key", "openssl pkey"}},
 		{"refused/unreadable file", []string{"serve", "--certs", good, "--cacert", good},
@@ -361,6 +365,36 @@ func TestServeRefusesBadInputWithOneLine(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestExpiredClientCertificateNamesItsReplacement checks that the fix
+// offered for an expired client certificate replaces that certificate
+// alone: pki init --force would replace the CA too, and orphan every
+// certificate it issued.
+func TestExpiredClientCertificateNamesItsReplacement(t *testing.T) {
+	t.Parallel()
+	certs := t.TempDir()
+	if _, errOut, code := runCommand(t.Context(), "pki", "init", "--certs", certs); code != exitOK {
+		t.Fatal(errOut)
+	}
+	if _, errOut, code := runCommand(t.Context(), "pki", "issue", "client", "old", "--certs", certs,
+		"--not-before", "-48h", "--valid-for", "24h"); code != exitOK {
+		t.Fatal(errOut)
+	}
+	url := startServe(t, certs, "--certs", certs)
+	old := []string{"--certs", certs, "--url", url,
+		"--cert", filepath.Join(certs, "old.crt"), "--key", filepath.Join(certs, "old.key")}
+	want := "echoloop pki issue client old --certs " + certs + " --force"
+
+	_, errOut, code := runCommand(t.Context(), append([]string{"call"}, old...)...)
+	if code != exitFail || !strings.Contains(errOut, "has expired") || !strings.Contains(errOut, want) ||
+		strings.Contains(errOut, "pki init") {
+		t.Errorf("call: exit %d, stderr %q; want the expiry and %q", code, errOut, want)
+	}
+	out, _, _ := runCommand(t.Context(), append([]string{"doctor"}, old...)...)
+	if !strings.Contains(out, want) || strings.Contains(out, "pki init") {
+		t.Errorf("doctor:\n%s\nwant the fix %q", out, want)
 	}
 }
 
