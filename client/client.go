@@ -349,7 +349,7 @@ func (c *Client) Call(
 	if err != nil {
 		return nil, err
 	}
-	return c.callWith(ctx, hc, p, req)
+	return c.callWith(withConnectionTrace(ctx), hc, p, req)
 }
 
 // callWith makes one Echo call on the given connection pool.
@@ -406,6 +406,7 @@ func (c *Client) EchoStream(
 	if err != nil {
 		return err
 	}
+	ctx = withConnectionTrace(ctx)
 	stream, err := c.rpc(hc, p).EchoStream(ctx, connect.NewRequest(req))
 	if err != nil {
 		return c.explain(ctx, err)
@@ -451,6 +452,7 @@ func (c *Client) EchoChat(
 	if err != nil {
 		return err
 	}
+	ctx = withConnectionTrace(ctx)
 	stream := c.rpc(hc, p).EchoChat(ctx)
 
 	// Send and receive at once: the server answers each message as it
@@ -604,6 +606,7 @@ func (c *Client) Health(ctx context.Context) (grpchealth.Status, error) {
 		return grpchealth.StatusUnknown, err
 	}
 	health := grpchealth.NewClient(hc, c.baseURL, connect.WithGRPC())
+	ctx = withConnectionTrace(ctx)
 	resp, err := health.Check(ctx, &grpchealth.CheckRequest{Service: echov1connect.EchoServiceName})
 	if err != nil {
 		return grpchealth.StatusUnknown, c.explain(ctx, err)

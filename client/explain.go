@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http/httptrace"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -46,6 +48,13 @@ func (e *Error) Unwrap() error { return e.Err }
 func (c *Client) explain(ctx context.Context, err error) error {
 	diagnosed := err
 	cause, fix := c.diagnose(err)
+	if connect.CodeOf(err) == connect.CodeDeadlineExceeded && connectionUp(ctx) {
+		// The handshake worked: the server was reached and took too long
+		// to answer, which no firewall or wrong port explains.
+		cause = fmt.Sprintf("the call ran out of time: %s was reached, but the call had not ended "+
+			"when the deadline passed", c.addr)
+		fix = "raise --timeout (it must cover the server's work, and any --delay asked for)"
+	}
 	if cause == "" && lostConnectionError(err) {
 		// The HTTP/2 transport can lose the TLS alert that closed a new
 		// connection and report only that the connection failed. A second
@@ -106,6 +115,36 @@ func (c *Client) diagnose(err error) (cause, fix string) {
 			"check the server's minimum TLS version (echoloop serve --tls-min) against this client's"
 	}
 	return "", ""
+}
+
+// connectionTrace records whether a call got a connection whose TLS
+// handshake succeeded, so that a deadline can be told apart: one that
+// passes before says nothing about the server, one that passes after says
+// it was too slow.
+type connectionTrace struct{ up atomic.Bool }
+
+type connectionTraceKey struct{}
+
+// withConnectionTrace watches the connections of the calls made with ctx.
+func withConnectionTrace(ctx context.Context) context.Context {
+	trace := &connectionTrace{}
+	ctx = context.WithValue(ctx, connectionTraceKey{}, trace)
+	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		// Called for new and reused connections alike, on HTTP/1.1 after
+		// the handshake and on HTTP/2 by x/net/http2.
+		GotConn: func(httptrace.GotConnInfo) { trace.up.Store(true) },
+		TLSHandshakeDone: func(_ tls.ConnectionState, err error) {
+			if err == nil {
+				trace.up.Store(true)
+			}
+		},
+	})
+}
+
+// connectionUp reports whether a call made with ctx got a connection.
+func connectionUp(ctx context.Context) bool {
+	trace, _ := ctx.Value(connectionTraceKey{}).(*connectionTrace)
+	return trace != nil && trace.up.Load()
 }
 
 // remoteAlert returns the TLS alert the server sent, as crypto/tls spells

@@ -114,6 +114,9 @@ func (echoService) EchoStream(
 			return err
 		}
 		if err := stream.Send(&echov1.EchoStreamResponse{Index: i, Echo: answer}); err != nil {
+			if ctx.Err() != nil {
+				return ended(ctx)
+			}
 			return err
 		}
 	}
@@ -191,12 +194,30 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-timer.C:
 		return nil
 	case <-ctx.Done():
-		code := connect.CodeCanceled
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			code = connect.CodeDeadlineExceeded
-		}
-		return connect.NewError(code, ctx.Err())
+		return ended(ctx)
 	}
+}
+
+// deadlineGrace is how close to its deadline a call may be cancelled and
+// still count as having run out of time. A client gives up at its own
+// deadline and cancels the stream; the server's copy of that deadline was
+// started later, when the request arrived (after the connection and its
+// handshake, for a first call), so the cancellation reaches the server a
+// little before the server's deadline passes: a few milliseconds on
+// loopback, more across a network or under load.
+const deadlineGrace = 500 * time.Millisecond
+
+// ended is the error of a call whose context is done: deadline_exceeded
+// when its deadline passed, or was about to when the client gave up;
+// canceled otherwise.
+func ended(ctx context.Context) error {
+	code := connect.CodeCanceled
+	deadline, hasDeadline := ctx.Deadline()
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) ||
+		(hasDeadline && time.Until(deadline) < deadlineGrace) {
+		code = connect.CodeDeadlineExceeded
+	}
+	return connect.NewError(code, ctx.Err())
 }
 
 // protocolName is the protocol the request arrived with, as the server's

@@ -212,3 +212,42 @@ func TestChatEndsWhenAnEchoIsOverdue(t *testing.T) {
 		t.Fatal("a line left without its echo never ended the chat")
 	}
 }
+
+// TestDeadlinesEndTheCallOnBothSides lets a call's --timeout pass while
+// the server waits out --delay: the client says the call ran out of time
+// after the connection was made, and the server logs deadline_exceeded,
+// not canceled, although the client's cancellation reaches it first.
+func TestDeadlinesEndTheCallOnBothSides(t *testing.T) {
+	t.Parallel()
+	certs := t.TempDir()
+	if _, errOut, code := runCommand(t.Context(), "pki", "init", "--certs", certs); code != exitOK {
+		t.Fatal(errOut)
+	}
+	url, logs := startServeLogged(t, certs, "--certs", certs)
+
+	cases := []struct {
+		protocol  string
+		args      []string
+		procedure string
+	}{
+		{"connect", []string{"--delay", "3s"}, "Echo"},
+		{"grpc", []string{"--delay", "3s"}, "Echo"},
+		{"grpc-web", []string{"--delay", "3s"}, "Echo"},
+		{"http", []string{"--delay", "3s"}, "Echo"},
+		{"grpc", []string{"--stream", "3", "--interval", "3s"}, "EchoStream"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.protocol+"/"+tc.procedure, func(t *testing.T) {
+			t.Parallel()
+			args := append([]string{"call", "--certs", certs, "--url", url, "--protocol", tc.protocol,
+				"--timeout", "1s"}, tc.args...)
+			_, errOut, code := runCommand(t.Context(), args...)
+			if code != exitFail || !strings.Contains(errOut, "deadline_exceeded: the call ran out of time") ||
+				!strings.Contains(errOut, "raise --timeout") || strings.Contains(errOut, "firewall") {
+				t.Errorf("exit %d, stderr %q; want the call's own deadline named, with --timeout", code, errOut)
+			}
+			waitForText(t, logs, `"procedure":"/echo.v1.EchoService/`+tc.procedure+`","protocol":"`+
+				tc.protocol+`","code":"deadline_exceeded"`)
+		})
+	}
+}
