@@ -106,7 +106,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 				}
 			}
 		}
-		return usageError{err: err, command: command}
+		return usageError{err: suggestFlag(strings.TrimSpace(command), args, err), command: command}
 	}
 	err = kctx.Run()
 	// A signal interrupts every command but serve, which it asks to drain:
@@ -115,6 +115,43 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return fmt.Errorf("%w", context.Canceled)
 	}
 	return err
+}
+
+// flagStandIns are flags people bring from other tools, by command, with
+// the echoloop flag that does their job; %s is the value they gave.
+var flagStandIns = map[string]map[string]string{
+	"serve": {"port": "--addr :%s", "listen": "--addr %s", "bind": "--addr %s", "host": "--addr %s:8443"},
+	"call":  clientStandIns, "health": clientStandIns, "doctor": clientStandIns, "bench": clientStandIns,
+}
+
+var clientStandIns = map[string]string{
+	"port": "--url https://localhost:%s", "host": "--url https://%s:8443",
+	"server": "--url https://%s", "addr": "--url https://%s", "address": "--url https://%s",
+}
+
+// suggestFlag replaces kong's guess at an unknown flag, the known flag
+// closest in spelling (serve --port: "did you mean --cert?"), with the one
+// that does what the unknown flag does elsewhere.
+func suggestFlag(command string, args []string, err error) error {
+	msg := err.Error()
+	rest, ok := strings.CutPrefix(msg, "unknown flag --")
+	if !ok {
+		return err
+	}
+	name, _, _ := strings.Cut(rest, ",")
+	standIn, ok := flagStandIns[command][name]
+	if !ok {
+		return err
+	}
+	value := "VALUE"
+	for i, arg := range args {
+		if v, found := strings.CutPrefix(arg, "--"+name+"="); found {
+			value = v
+		} else if arg == "--"+name && i+1 < len(args) {
+			value = args[i+1]
+		}
+	}
+	return fmt.Errorf("unknown flag --%s; did you mean %s?", name, fmt.Sprintf(standIn, value))
 }
 
 // blameEnvironment names the environment variable in kong's own message
