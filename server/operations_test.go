@@ -707,6 +707,11 @@ func TestMetricsMoveAsTheServerWorks(t *testing.T) {
 		}
 		resp.Body.Close()
 	}
+	resp, err := hc.Get(srv.URL + "/made/up/3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
 	next, err := srv.CA.IssueServer(pki.DefaultServerNames)
 	if err != nil {
 		t.Fatal(err)
@@ -745,6 +750,7 @@ func TestMetricsMoveAsTheServerWorks(t *testing.T) {
 		`echoloop_calls_total{code="invalid_argument",` + echo + `,protocol="http"}`:  1,
 		`echoloop_call_duration_seconds_count{` + echo + `,protocol="grpc"}`:          1,
 		`echoloop_calls_total{code="not_found",procedure="other",protocol="connect"}`: 3,
+		`echoloop_calls_total{code="not_found",procedure="other",protocol="http"}`:    1,
 	} {
 		if got := metricValue(text, series); got != want {
 			t.Errorf("%s = %v, want %v", series, got, want)
@@ -768,6 +774,23 @@ func TestMetricsMoveAsTheServerWorks(t *testing.T) {
 	}
 	if strings.Contains(text, "/made/up") || strings.Contains(text, "EchoService/Nope") {
 		t.Error("/metrics has a series for a path the port does not serve")
+	}
+	if strings.Contains(text, `procedure="/metrics"`) {
+		t.Error("/metrics counts its own scrapes")
+	}
+
+	// A scrape is logged as the plain HTTP request it is, not as an RPC.
+	scrapes := 0
+	for _, line := range srv.Logs() {
+		if line["msg"] == "call" && line["procedure"] == "/metrics" {
+			scrapes++
+			if line["protocol"] != "http" || line["code"] != "ok" {
+				t.Errorf("a scrape of /metrics is logged as %v", line)
+			}
+		}
+	}
+	if scrapes == 0 {
+		t.Error("no scrape of /metrics in the log")
 	}
 
 	// The plain address serves the same figures, and /healthz, to anyone
