@@ -360,18 +360,23 @@ func (s *Server) loadMaterial() error {
 }
 
 // Reload reads the credential files and the revocation list again, as a
-// change on disk would make it do; `echoloop serve` calls it on SIGHUP. A
-// set that does not load is refused and logged, and what is in use stays;
-// the error says why. Without files it does nothing.
+// change on disk would make it do; `echoloop serve` calls it on SIGHUP. It
+// logs one line with the outcome for the certificates: reloaded, unchanged,
+// or not reloaded (a set that does not load is refused, what is in use
+// stays, and the error says why). Without files it does nothing.
 func (s *Server) Reload() error {
-	err := s.reloadCredentials()
+	err := s.reloadCredentials(true)
 	if s.crls != nil {
 		s.refreshCRL(true)
 	}
 	return err
 }
 
-func (s *Server) reloadCredentials() error {
+// reloadCredentials reads the credential files and swaps in what they
+// hold when it changed. asked is a reload someone requested, which is
+// answered with a line even when nothing changed; a watch event for a
+// neighbour in the directory is not.
+func (s *Server) reloadCredentials(asked bool) error {
 	if s.opts.files == nil {
 		return nil
 	}
@@ -379,8 +384,12 @@ func (s *Server) reloadCredentials() error {
 	defer s.reloadMu.Unlock()
 
 	cert, cas, digest, err := s.opts.files.read()
-	if err == nil && digest == s.material.Load().digest {
-		return nil // a neighbour in the directory changed, not ours
+	if current := s.material.Load(); err == nil && digest == current.digest {
+		if asked {
+			s.log.Info("certificates unchanged", "server.serial", pki.SerialHex(current.leaf),
+				"server.not_after", current.leaf.NotAfter.UTC().Format(time.RFC3339))
+		}
+		return nil
 	}
 	var m *material
 	if err == nil {
@@ -475,7 +484,7 @@ func (s *Server) watch(ctx context.Context) error {
 		}
 	}
 	if f := s.opts.files; f != nil {
-		reload := func() { _ = s.reloadCredentials() } // logged inside
+		reload := func() { _ = s.reloadCredentials(false) } // logged inside
 		if err := watchFiles(ctx, s.log, []string{f.cert, f.key, f.ca}, reload); err != nil {
 			return fmt.Errorf("server: watching the certificate files: %w", err)
 		}
