@@ -180,15 +180,16 @@ func TestChatIsInteractive(t *testing.T) {
 			}
 			waited := make(chan error, 1)
 			go func() { waited <- chat.Wait() }()
+			var waitErr error
 			select {
-			case <-waited:
+			case waitErr = <-waited:
 			case <-time.After(20 * time.Second):
 				t.Fatalf("call --chat still running after %s with standard input open", tc.signal)
 			}
 			if code := chat.ProcessState.ExitCode(); code != exitInterrupted ||
 				strings.TrimSpace(errOut.String()) != "echoloop: interrupted" {
-				t.Errorf("after %s: exit %d, stderr %q; want %d and interrupted",
-					tc.signal, code, errOut, exitInterrupted)
+				t.Errorf("after %s: %v, stderr %q; want exit %d and interrupted",
+					tc.signal, waitErr, errOut, exitInterrupted)
 			}
 		})
 	}
