@@ -253,7 +253,8 @@ func (c *Client) diagnoseAlert(alert string) (cause, fix string) {
 	case "bad certificate", "unknown certificate", "unsupported certificate",
 		"expired certificate", "unknown certificate authority":
 		if c.opts.cert != nil {
-			if problem := checkClientCertificate(c.opts.cert, certName, c.opts.certFile, time.Now()); problem != nil {
+			problem := checkClientCertificate(c.opts.cert, certName, c.opts.certFile, time.Now())
+			if problem != nil {
 				return "the server refused the client certificate: " + problem.Cause, problem.Fix
 			}
 		}

@@ -86,9 +86,10 @@ func sanValues(cert *x509.Certificate) []string {
 // keyTypeOf is the [KeyType] that generates a key like the certificate's,
 // or "" for a key this package does not make.
 func keyTypeOf(cert *x509.Certificate) KeyType {
-	described := DescribeKey(cert.PublicKey)
+	// "ECDSA P-256" is ecdsa-p256, "RSA 2048" rsa-2048, "Ed25519" ed25519.
+	described := strings.ReplaceAll(DescribeKey(cert.PublicKey), "-", "")
 	for _, kt := range KeyTypes() {
-		if strings.EqualFold(strings.ReplaceAll(string(kt), "-", " "), strings.ReplaceAll(described, "-", "")) {
+		if strings.EqualFold(strings.ReplaceAll(string(kt), "-", " "), described) {
 			return kt
 		}
 	}

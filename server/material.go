@@ -117,7 +117,8 @@ func newMaterial(
 			fix += " (from echoloop's PKI: " + pki.ReissueCommand(certFile, leaf) + ")"
 		}
 		return nil, fmt.Errorf("server certificate %q expired at %s (this machine's clock says %s): %s",
-			leaf.Subject.String(), leaf.NotAfter.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), fix)
+			leaf.Subject.String(), leaf.NotAfter.UTC().Format(time.RFC3339),
+			now.UTC().Format(time.RFC3339), fix)
 	}
 	if len(cas) == 0 {
 		return nil, errors.New("no client CA given: a client certificate must chain to one")

@@ -605,7 +605,8 @@ func TestStreamsOnEveryRPCProtocol(t *testing.T) {
 		t.Run("ok/chat/"+string(p), func(t *testing.T) {
 			t.Parallel()
 			var echoes []string
-			err := c.EchoChat(callContext(t), p, slices.Values([]string{"one", "two", "three"}), func(msg *echov1.EchoChatResponse) error {
+			messages := slices.Values([]string{"one", "two", "three"})
+			err := c.EchoChat(callContext(t), p, messages, func(msg *echov1.EchoChatResponse) error {
 				if msg.GetEcho().GetPeer().GetSha256Fingerprint() != want {
 					t.Errorf("chat echo %d carries another identity", msg.GetIndex())
 				}
@@ -624,7 +625,8 @@ func TestStreamsOnEveryRPCProtocol(t *testing.T) {
 	t.Run("refused/chat over HTTP/1.1 fails at once", func(t *testing.T) {
 		t.Parallel()
 		h1 := newTestClient(t, srv, srv.Client, client.WithHTTP1())
-		err := h1.EchoChat(callContext(t), client.Connect, slices.Values([]string{"x"}), func(*echov1.EchoChatResponse) error { return nil })
+		err := h1.EchoChat(callContext(t), client.Connect, slices.Values([]string{"x"}),
+			func(*echov1.EchoChatResponse) error { return nil })
 		if err == nil || !strings.Contains(err.Error(), "needs HTTP/2") {
 			t.Errorf("error = %v, want one saying the stream needs HTTP/2", err)
 		}

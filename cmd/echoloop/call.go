@@ -33,7 +33,7 @@ type callCmd struct {
 	Delay    time.Duration `help:"Ask the server to wait this long before answering (at most ${max_delay}), to watch deadlines and drains."`
 	Stream   int           `placeholder:"N" help:"Call EchoStream instead: N echoes (1 to ${max_stream_count}), --interval apart, printed as they come."`
 	Interval time.Duration `default:"1s" help:"Pause between streamed echoes (at most ${max_stream_interval})."`
-	Chat     bool          `help:"Call EchoChat instead: send each line of standard input as it is read, print each echo as it comes; --timeout then bounds the wait for each echo, and the call lasts until standard input ends."`
+	Chat     bool          `help:"Call EchoChat instead: send each line of standard input as it is read, print each echo as it comes, until input ends; --timeout bounds each echo."`
 	// ExpectRefusal turns the command into a check that a certificate is
 	// kept out, as the compose stack's intruder does: without a shell in
 	// the image, the exit code is the only verdict a container can give.
