@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"net"
 	"net/http"
 	"net/url"
@@ -187,19 +188,9 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 		return nil, optionErrors(o.errs)
 	}
 
-	u, err := url.Parse(baseURL)
+	u, err := parseBaseURL(baseURL)
 	if err != nil {
-		return nil, fmt.Errorf("client: URL %q does not parse: %w", baseURL, err)
-	}
-	switch {
-	case u.Scheme == "http":
-		return nil, fmt.Errorf("client: URL %q is plain http, but mutual TLS needs TLS: use https://%s",
-			baseURL, u.Host)
-	case u.Scheme != "https" || u.Host == "":
-		return nil, fmt.Errorf("client: URL %q is not of the form https://host:port", baseURL)
-	case strings.Trim(u.Path, "/") != "" || u.RawQuery != "":
-		return nil, fmt.Errorf("client: URL %q has a path; give the server's base URL, https://%s: "+
-			"each protocol adds its own path", baseURL, u.Host)
+		return nil, fmt.Errorf("client: URL %w", err)
 	}
 
 	port := u.Port()
@@ -215,6 +206,50 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 	}
 	c.tls = c.tlsConfig()
 	return c, nil
+}
+
+// CheckURL checks that baseURL is a server's base URL as [New] takes it,
+// https://host:port with nothing after the port, without making a client.
+// The error starts with the URL, so that a caller can put the name of the
+// setting that held it in front.
+func CheckURL(baseURL string) error {
+	_, err := parseBaseURL(baseURL)
+	return err
+}
+
+func parseBaseURL(baseURL string) (*url.URL, error) {
+	u, err := url.Parse(baseURL)
+	if err != nil {
+		return nil, fmt.Errorf("%q does not parse: %w", baseURL, err)
+	}
+	// Each protocol adds its own path to the base URL, so anything after
+	// the port would be sent with every call or silently dropped.
+	base := "https://" + u.Host
+	switch {
+	case u.Scheme == "http":
+		return nil, fmt.Errorf("%q is plain http, but mutual TLS needs TLS: use https://%s", baseURL, u.Host)
+	case u.Scheme != "https" || u.Host == "":
+		return nil, fmt.Errorf("%q is not of the form https://host:port", baseURL)
+	case u.RawQuery != "" || u.ForceQuery:
+		return nil, fmt.Errorf("%q has a query (?%s); give the server's base URL, %s, "+
+			"with nothing after the port", baseURL, u.RawQuery, base)
+	case u.Fragment != "":
+		return nil, fmt.Errorf("%q has a fragment (#%s); give the server's base URL, %s",
+			baseURL, u.Fragment, base)
+	case strings.Trim(u.Path, "/") != "":
+		return nil, fmt.Errorf("%q has a path (%s); give the server's base URL, %s: "+
+			"each protocol adds its own path", baseURL, u.Path, base)
+	case u.User != nil:
+		return nil, fmt.Errorf("%q carries a user name: mutual TLS identifies the client by its "+
+			"certificate; give %s", baseURL, base)
+	}
+	if port := u.Port(); port != "" {
+		n, err := strconv.Atoi(port)
+		if err != nil || n < 1 || n > 65535 {
+			return nil, fmt.Errorf("%q has port %s, outside 1 to 65535", baseURL, port)
+		}
+	}
+	return u, nil
 }
 
 func (c *Client) tlsConfig() *tls.Config {
@@ -325,7 +360,7 @@ func (c *Client) Call(
 	if err != nil {
 		return nil, err
 	}
-	return c.callWith(ctx, hc, p, req)
+	return c.callWith(withConnectionTrace(ctx), hc, p, req)
 }
 
 // callWith makes one Echo call on the given connection pool.
@@ -382,6 +417,7 @@ func (c *Client) EchoStream(
 	if err != nil {
 		return err
 	}
+	ctx = withConnectionTrace(ctx)
 	stream, err := c.rpc(hc, p).EchoStream(ctx, connect.NewRequest(req))
 	if err != nil {
 		return c.explain(ctx, err)
@@ -398,14 +434,22 @@ func (c *Client) EchoStream(
 	return nil
 }
 
-// EchoChat sends each message on one bidirectional stream and hands each
-// echo to each as it arrives. Bidirectional streaming needs HTTP/2 and one
-// of the RPC protocols; asked for anything else it fails at once, because
-// over HTTP/1.1 the call would wait for a request body that never ends.
+// EchoChat sends each message of messages on one bidirectional stream, as
+// the sequence yields it, and hands each echo to each as it arrives, so a
+// sequence that reads lines as they are typed makes a live conversation.
+// The request is closed when the sequence ends. Bidirectional streaming
+// needs HTTP/2 and one of the RPC protocols; asked for anything else it
+// fails at once, because over HTTP/1.1 the call would wait for a request
+// body that never ends.
+//
+// EchoChat returns as soon as the stream ends or ctx is done, without
+// waiting for messages to yield again: a sequence blocked on its source
+// (a terminal, a pipe) keeps its goroutine until it yields or ends, and
+// what it yields then is dropped.
 func (c *Client) EchoChat(
 	ctx context.Context,
 	p Protocol,
-	messages []string,
+	messages iter.Seq[string],
 	each func(*echov1.EchoChatResponse) error,
 ) error {
 	switch {
@@ -419,6 +463,7 @@ func (c *Client) EchoChat(
 	if err != nil {
 		return err
 	}
+	ctx = withConnectionTrace(ctx)
 	stream := c.rpc(hc, p).EchoChat(ctx)
 
 	// Send and receive at once: the server answers each message as it
@@ -426,7 +471,13 @@ func (c *Client) EchoChat(
 	// the flow-control windows both ways and stall.
 	sent := make(chan error, 1)
 	go func() {
-		for _, m := range messages {
+		// The headers go first, so that the connection is made, and a
+		// refused certificate reported, before the first message exists.
+		if err := stream.Send(nil); err != nil {
+			sent <- err
+			return
+		}
+		for m := range messages {
 			if err := stream.Send(&echov1.EchoChatRequest{Message: m}); err != nil {
 				sent <- err
 				return
@@ -450,11 +501,16 @@ func (c *Client) EchoChat(
 		}
 	}
 	_ = stream.CloseResponse()
-	sendErr := <-sent
-	switch {
-	case received != nil:
+	if received != nil {
 		return c.explain(ctx, received)
-	case sendErr != nil && !errors.Is(sendErr, io.EOF):
+	}
+	var sendErr error
+	select {
+	case sendErr = <-sent:
+	case <-ctx.Done():
+		return c.explain(ctx, connect.NewError(transportCode(ctx), ctx.Err()))
+	}
+	if sendErr != nil && !errors.Is(sendErr, io.EOF) {
 		return c.explain(ctx, sendErr)
 	}
 	return nil
@@ -561,6 +617,7 @@ func (c *Client) Health(ctx context.Context) (grpchealth.Status, error) {
 		return grpchealth.StatusUnknown, err
 	}
 	health := grpchealth.NewClient(hc, c.baseURL, connect.WithGRPC())
+	ctx = withConnectionTrace(ctx)
 	resp, err := health.Check(ctx, &grpchealth.CheckRequest{Service: echov1connect.EchoServiceName})
 	if err != nil {
 		return grpchealth.StatusUnknown, c.explain(ctx, err)

@@ -199,6 +199,36 @@ func TestPlainURLIsRefusedBeforeDialling(t *testing.T) {
 	}
 }
 
+func TestCheckURL(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		url  string
+		want string // "" when the URL is fine
+	}{
+		{"https://localhost:8443", ""},
+		{"https://localhost:8443/", ""},
+		{"https://[::1]:8443", ""},
+		{"https://echo.example.org", ""},
+		{"https://localhost:99999", `"https://localhost:99999" has port 99999, outside 1 to 65535`},
+		{"https://localhost:0", "has port 0, outside 1 to 65535"},
+		{"https://localhost:8443?x=1", "has a query (?x=1); give the server's base URL, https://localhost:8443"},
+		{"https://localhost:8443/v1/echo", "has a path (/v1/echo)"},
+		{"https://localhost:8443#top", "has a fragment (#top)"},
+		{"https://me@localhost:8443", "carries a user name"},
+		{"http://localhost:8443", "use https://localhost:8443"},
+		{"localhost:8443", "is not of the form https://host:port"},
+	}
+	for _, tc := range cases {
+		err := client.CheckURL(tc.url)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("CheckURL(%q) = %v, want nil", tc.url, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("CheckURL(%q) = %v, want %q", tc.url, err, tc.want)
+		}
+	}
+}
+
 func TestNothingListening(t *testing.T) {
 	t.Parallel()
 	srv := servertest.Start(t)

@@ -185,7 +185,7 @@ func (d *doctor) keyMatches(context.Context) Step {
 func (d *doctor) validity(context.Context) Step {
 	check := "client certificate is valid now"
 	leaf := d.chain[0]
-	if problem := checkChainValidity(d.chain, d.cfg.CertFile, time.Now()); problem != nil {
+	if problem := checkChainValidity(d.chain, d.cfg.CertFile, d.cfg.CertFile, time.Now()); problem != nil {
 		return fail(check, problem.Cause, problem.Fix)
 	}
 	left := time.Until(leaf.NotAfter).Round(time.Hour)

@@ -11,8 +11,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http/httptrace"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -49,6 +51,14 @@ func (e *Error) Unwrap() error { return e.Err }
 // connect-go made of the reset.
 func (c *Client) explain(ctx context.Context, err error) error {
 	cause, fix, diagnosed := c.diagnoseWithProbe(ctx, err)
+	if connect.CodeOf(err) == connect.CodeDeadlineExceeded && connectionUp(ctx) {
+		// The handshake worked: the server was reached and took too long
+		// to answer, which no firewall or wrong port explains.
+		cause = fmt.Sprintf("the call ran out of time: %s was reached, but the call had not ended "+
+			"when the deadline passed", c.addr)
+		fix = "raise --timeout (it must cover the server's work, and any --delay asked for)"
+		diagnosed = err
+	}
 	if cause == "" {
 		return err
 	}
@@ -184,6 +194,36 @@ func (c *Client) diagnose(err error) (cause, fix string) {
 			"check the server's minimum TLS version (echoloop serve --tls-min) against this client's"
 	}
 	return "", ""
+}
+
+// connectionTrace records whether a call got a connection whose TLS
+// handshake succeeded, so that a deadline can be told apart: one that
+// passes before says nothing about the server, one that passes after says
+// it was too slow.
+type connectionTrace struct{ up atomic.Bool }
+
+type connectionTraceKey struct{}
+
+// withConnectionTrace watches the connections of the calls made with ctx.
+func withConnectionTrace(ctx context.Context) context.Context {
+	trace := &connectionTrace{}
+	ctx = context.WithValue(ctx, connectionTraceKey{}, trace)
+	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		// Called for new and reused connections alike, on HTTP/1.1 after
+		// the handshake and on HTTP/2 by x/net/http2.
+		GotConn: func(httptrace.GotConnInfo) { trace.up.Store(true) },
+		TLSHandshakeDone: func(_ tls.ConnectionState, err error) {
+			if err == nil {
+				trace.up.Store(true)
+			}
+		},
+	})
+}
+
+// connectionUp reports whether a call made with ctx got a connection.
+func connectionUp(ctx context.Context) bool {
+	trace, _ := ctx.Value(connectionTraceKey{}).(*connectionTrace)
+	return trace != nil && trace.up.Load()
 }
 
 // remoteAlert returns the TLS alert the server sent, as crypto/tls spells
@@ -335,7 +375,8 @@ func (c *Client) diagnoseAlert(alert string) (cause, fix string) {
 	case "bad certificate", "unknown certificate", "unsupported certificate", "revoked certificate",
 		"expired certificate", "unknown certificate authority":
 		if c.opts.cert != nil {
-			if problem := CheckClientCertificate(c.opts.cert, certName, time.Now()); problem != nil {
+			problem := checkClientCertificate(c.opts.cert, certName, c.opts.certFile, time.Now())
+			if problem != nil {
 				return "the server refused the client certificate: " + problem.Cause, problem.Fix
 			}
 		}

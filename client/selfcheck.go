@@ -26,20 +26,28 @@ type CertificateProblem struct {
 // key usages exclude client authentication, a self-signed leaf. name is how
 // messages refer to the certificate. It returns nil when it finds nothing.
 func CheckClientCertificate(cert *tls.Certificate, name string, now time.Time) *CertificateProblem {
+	return checkClientCertificate(cert, name, "", now)
+}
+
+// checkClientCertificate is [CheckClientCertificate] for a certificate
+// read from file ("" when it was not), which lets a fix name the command
+// that replaces it.
+func checkClientCertificate(cert *tls.Certificate, name, file string, now time.Time) *CertificateProblem {
 	chain, err := parseChain(cert)
 	if err != nil || len(chain) == 0 {
 		return nil // the loader has already refused what does not parse
 	}
-	if problem := checkChainValidity(chain, name, now); problem != nil {
+	if problem := checkChainValidity(chain, name, file, now); problem != nil {
 		return problem
 	}
 	return checkPurpose(chain, name)
 }
 
 // checkChainValidity finds a certificate of the chain whose validity
-// excludes now: the leaf, or an intermediate sent with it.
-func checkChainValidity(chain []*x509.Certificate, name string, now time.Time) *CertificateProblem {
-	if problem := checkValidity(chain[0], name, now); problem != nil {
+// excludes now: the leaf, or an intermediate sent with it. file is where
+// the chain was read from, or "".
+func checkChainValidity(chain []*x509.Certificate, name, file string, now time.Time) *CertificateProblem {
+	if problem := checkValidity(chain[0], name, file, now); problem != nil {
 		return problem
 	}
 	for _, intermediate := range chain[1:] {
@@ -53,8 +61,9 @@ func checkChainValidity(chain []*x509.Certificate, name string, now time.Time) *
 	return nil
 }
 
-// checkValidity finds a validity window that excludes now.
-func checkValidity(leaf *x509.Certificate, name string, now time.Time) *CertificateProblem {
+// checkValidity finds a validity window that excludes now. file is where
+// the certificate was read from, or "".
+func checkValidity(leaf *x509.Certificate, name, file string, now time.Time) *CertificateProblem {
 	switch {
 	case now.Before(leaf.NotBefore):
 		return &CertificateProblem{
@@ -66,10 +75,23 @@ func checkValidity(leaf *x509.Certificate, name string, now time.Time) *Certific
 		return &CertificateProblem{
 			Cause: fmt.Sprintf("%s has expired: valid until %s, and this machine's clock says %s",
 				name, stamp(leaf.NotAfter), stamp(now)),
-			Fix: "issue a new client certificate (echoloop pki init --force, or your CA)",
+			Fix: reissueFix(leaf, file),
 		}
 	}
 	return nil
+}
+
+// reissueFix is what to do about an expired client certificate: the
+// command that replaces that one certificate, when it was read from a file.
+// pki init --force would replace the CA as well, and the server would trust
+// none of the certificates it issued.
+func reissueFix(leaf *x509.Certificate, file string) string {
+	if file == "" {
+		return fmt.Sprintf("issue a new client certificate (from echoloop's PKI: echoloop pki issue "+
+			"client %s --force; or ask your CA)", leaf.Subject.CommonName)
+	}
+	return fmt.Sprintf("issue a new client certificate (from echoloop's PKI: %s; or ask your CA)",
+		pki.ReissueCommand(file, leaf))
 }
 
 // checkPurpose finds a chain that cannot authenticate a client: a CA as

@@ -87,7 +87,8 @@ var fileNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 // authority and writes dir/name.crt (leaf, then chain) and dir/name.key.
 // A server certificate covers sans, or name itself when sans is empty; a
 // client certificate's common name is name and it carries sans as well.
-// Existing files are replaced only with force.
+// Existing files are replaced only with force. A validity that would end
+// after the signing CA's is refused with an [*OutlivesCAError].
 func IssueFiles(
 	dir, caKeyPath string,
 	usage Usage,
@@ -105,6 +106,9 @@ func IssueFiles(
 	}
 	signer, err := SigningAuthority(dir, caKeyPath)
 	if err != nil {
+		return nil, nil, err
+	}
+	if err := checkWithinCA(signer, resolve(DefaultLeafValidity, nil, opts).notAfter); err != nil {
 		return nil, nil, err
 	}
 
@@ -244,31 +248,77 @@ func (signer *Authority) RevocationList(
 // revocationTarget reads the serial to revoke from a certificate file, or
 // from the argument itself as hex.
 func revocationTarget(target string, signer *Authority) (*big.Int, error) {
-	if _, err := os.Stat(target); err == nil {
-		certs, err := LoadCertificates(target)
-		if err != nil {
-			return nil, err
-		}
-		leaf := certs[0]
-		if string(leaf.RawIssuer) != string(signer.Certificate.RawSubject) {
-			return nil, fmt.Errorf("pki: %q was issued by %s, not by %s, which keeps this revocation list",
-				target, leaf.Issuer, signer.Certificate.Subject)
-		}
-		// Names are not unique: another CA may carry the same one. Only the
-		// signature tells whether this CA issued the certificate, and a
-		// serial listed for a certificate it did not issue revokes nothing.
-		if err := leaf.CheckSignatureFrom(signer.Certificate); err != nil {
-			return nil, fmt.Errorf("pki: %q was not issued by this directory's CA: another CA named %s "+
-				"signed it (%v)", target, leaf.Issuer, err)
-		}
-		return leaf.SerialNumber, nil
+	_, statErr := os.Stat(target)
+	switch {
+	case statErr == nil:
+		return revocationTargetFile(target, signer)
+	case looksLikePath(target) && errors.Is(statErr, fs.ErrNotExist):
+		return nil, fmt.Errorf("pki: there is no file %q to revoke: give the path of the certificate "+
+			"file, or its serial number in hex", target)
+	case looksLikePath(target):
+		return nil, fmt.Errorf("pki: reading %q: %w", target, statErr)
 	}
 	hexSerial := strings.ToLower(strings.ReplaceAll(target, ":", ""))
 	serial, ok := new(big.Int).SetString(hexSerial, 16)
 	if !ok || serial.Sign() <= 0 {
 		return nil, fmt.Errorf("pki: %q is neither a certificate file nor a serial number in hex", target)
 	}
+	if serial.Cmp(signer.Certificate.SerialNumber) == 0 {
+		return nil, errRevokeSelf(target, signer)
+	}
 	return serial, nil
+}
+
+// looksLikePath tells a file name from a serial number, which has neither
+// a directory nor a certificate file's suffix.
+func looksLikePath(target string) bool {
+	if strings.ContainsRune(target, '/') || strings.ContainsRune(target, filepath.Separator) {
+		return true
+	}
+	switch strings.ToLower(filepath.Ext(target)) {
+	case ".crt", ".pem", ".cer", ".der":
+		return true
+	}
+	return false
+}
+
+// errRevokeSelf refuses to list the signing CA in its own revocation list:
+// verifiers look a CA up in the list of the CA above it, so the entry
+// would revoke nothing and only confuse whoever reads the list.
+func errRevokeSelf(target string, signer *Authority) error {
+	fix := "to stop trusting it, remove it from the servers' --cacert bundle, or make a new PKI " +
+		"with echoloop pki init --force"
+	if !isSelfIssued(signer.Certificate) {
+		fix = fmt.Sprintf("an intermediate is revoked in the list of the CA above it (%s), or "+
+			"replaced with a new PKI (echoloop pki init --force)", signer.Certificate.Issuer)
+	}
+	return fmt.Errorf("pki: %q is the certificate of the CA that signs this revocation list (%s): "+
+		"a CA cannot revoke itself in its own list; %s", target, signer.Certificate.Subject, fix)
+}
+
+// revocationTargetFile reads the serial to revoke from a certificate file,
+// which the signing CA must have issued.
+func revocationTargetFile(target string, signer *Authority) (*big.Int, error) {
+	certs, err := LoadCertificates(target)
+	if err != nil {
+		return nil, err
+	}
+	leaf := certs[0]
+	if leaf.Equal(signer.Certificate) {
+		return nil, errRevokeSelf(target, signer)
+	}
+	if string(leaf.RawIssuer) != string(signer.Certificate.RawSubject) {
+		return nil, fmt.Errorf("pki: %q was issued by %s, not by %s, which keeps this revocation list",
+			target, leaf.Issuer, signer.Certificate.Subject)
+	}
+	// Names are not unique: another CA may carry the same one. Only the
+	// signature tells whether this CA issued the certificate, and a
+	// serial listed for a certificate it did not issue revokes nothing.
+	if err := leaf.CheckSignatureFrom(signer.Certificate); err != nil {
+		return nil, fmt.Errorf("pki: %q was not issued by this directory's CA: another CA named %s "+
+			"signed it (%v)", target, leaf.Issuer, err)
+	}
+	return leaf.SerialNumber, nil
 }
 
 // LoadCRLs reads every "X509 CRL" PEM block in a file.

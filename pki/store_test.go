@@ -703,8 +703,25 @@ func TestRevokeRefused(t *testing.T) {
 			wantErr: []string{twinFile, "was not issued by this directory's CA", "another CA named"},
 		},
 		{
-			name: "refused/neither file nor serial", target: "no-such-file.crt", reason: "unspecified",
+			name: "refused/a file that does not exist", target: "no-such-file.crt", reason: "unspecified",
+			wantErr: []string{`there is no file "no-such-file.crt" to revoke`},
+		},
+		{
+			name: "refused/a path that does not exist", target: filepath.Join(dir, "gone"), reason: "unspecified",
+			wantErr: []string{"there is no file", "to revoke"},
+		},
+		{
+			name: "refused/neither file nor serial", target: "not-hex", reason: "unspecified",
 			wantErr: []string{"neither a certificate file nor a serial number in hex"},
+		},
+		{
+			name: "refused/the CA itself", target: filepath.Join(dir, pki.CACertFile), reason: "unspecified",
+			wantErr: []string{"is the certificate of the CA that signs this revocation list",
+				"cannot revoke itself", "--cacert"},
+		},
+		{
+			name: "refused/the CA itself by serial", target: pki.SerialHex(res.CA.Certificate), reason: "unspecified",
+			wantErr: []string{"cannot revoke itself"},
 		},
 		{
 			name: "refused/serial zero", target: "00", reason: "unspecified",

@@ -34,10 +34,12 @@ func requestInfoFrom(ctx context.Context) *requestInfo {
 	return info
 }
 
-// protocolOf names the protocol of a request from its route and content
-// type, the way the protocol handlers themselves tell them apart.
+// protocolOf names the protocol of a request from its route, method and
+// content type, the way the protocol handlers themselves tell them apart.
+// What is none of the RPC protocols — the plain route, /metrics, a GET of
+// some other path — is plain HTTP.
 func protocolOf(r *http.Request) string {
-	if r.URL.Path == PlainHTTPPath {
+	if r.URL.Path == PlainHTTPPath || r.URL.Path == metricsPath {
 		return ProtocolHTTP
 	}
 	contentType := r.Header.Get("Content-Type")
@@ -46,6 +48,9 @@ func protocolOf(r *http.Request) string {
 		return ProtocolGRPCWeb
 	case strings.HasPrefix(contentType, "application/grpc"):
 		return ProtocolGRPC
+	case r.Method != http.MethodPost && !r.URL.Query().Has("connect"):
+		// Connect calls are POSTs, or GETs that say so in their query.
+		return ProtocolHTTP
 	}
 	return ProtocolConnect
 }
@@ -63,9 +68,9 @@ func (s *Server) logCalls(next http.Handler) http.Handler {
 		rec := &responseRecorder{ResponseWriter: w,
 			connectStream: strings.HasPrefix(r.Header.Get("Content-Type"), "application/connect+")}
 
-		s.metrics.inFlight.Inc()
+		s.inFlight.Add(1)
 		next.ServeHTTP(rec, r)
-		s.metrics.inFlight.Dec()
+		s.inFlight.Add(-1)
 
 		procedure := r.URL.Path
 		if procedure == PlainHTTPPath {

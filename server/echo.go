@@ -46,12 +46,16 @@ const (
 	ProtocolHTTP    = "http"
 )
 
-// Bounds on what a caller may ask of the streaming and delayed calls, so
-// that no single request can hold the server for long.
+// Bounds on what a caller may ask of the delayed and streaming calls, so
+// that no single request can hold the server for long. Clients check them
+// before calling, to name their own flag rather than relay a refusal.
 const (
-	maxDelay          = 30 * time.Second
-	maxStreamCount    = 10000
-	maxStreamInterval = time.Minute
+	// MaxDelay is the longest EchoRequest.delay the server waits.
+	MaxDelay = 30 * time.Second
+	// MaxStreamCount is the most echoes one EchoStream call may ask for.
+	MaxStreamCount = 10000
+	// MaxStreamInterval is the longest pause EchoStream makes between echoes.
+	MaxStreamInterval = time.Minute
 )
 
 // echoService answers Echo with what the server verified of the caller.
@@ -63,7 +67,7 @@ func (echoService) Echo(
 	ctx context.Context,
 	req *connect.Request[echov1.EchoRequest],
 ) (*connect.Response[echov1.EchoResponse], error) {
-	delay, err := bounded("delay", req.Msg.GetDelay(), maxDelay)
+	delay, err := bounded("delay", req.Msg.GetDelay(), MaxDelay)
 	if err != nil {
 		return nil, err
 	}
@@ -88,11 +92,11 @@ func (echoService) EchoStream(
 	if count == 0 {
 		count = 1
 	}
-	if count > maxStreamCount {
+	if count > MaxStreamCount {
 		return connect.NewError(connect.CodeInvalidArgument,
-			fmt.Errorf("count %d is over the limit of %d", count, maxStreamCount))
+			fmt.Errorf("count %d is over the limit of %d", count, MaxStreamCount))
 	}
-	interval, err := bounded("interval", req.Msg.GetInterval(), maxStreamInterval)
+	interval, err := bounded("interval", req.Msg.GetInterval(), MaxStreamInterval)
 	if err != nil {
 		return err
 	}
@@ -110,6 +114,9 @@ func (echoService) EchoStream(
 			return err
 		}
 		if err := stream.Send(&echov1.EchoStreamResponse{Index: i, Echo: answer}); err != nil {
+			if ctx.Err() != nil {
+				return ended(ctx)
+			}
 			return err
 		}
 	}
@@ -187,12 +194,30 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-timer.C:
 		return nil
 	case <-ctx.Done():
-		code := connect.CodeCanceled
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			code = connect.CodeDeadlineExceeded
-		}
-		return connect.NewError(code, ctx.Err())
+		return ended(ctx)
 	}
+}
+
+// deadlineGrace is how close to its deadline a call may be cancelled and
+// still count as having run out of time. A client gives up at its own
+// deadline and cancels the stream; the server's copy of that deadline was
+// started later, when the request arrived (after the connection and its
+// handshake, for a first call), so the cancellation reaches the server a
+// little before the server's deadline passes: a few milliseconds on
+// loopback, more across a network or under load.
+const deadlineGrace = 500 * time.Millisecond
+
+// ended is the error of a call whose context is done: deadline_exceeded
+// when its deadline passed, or was about to when the client gave up;
+// canceled otherwise.
+func ended(ctx context.Context) error {
+	code := connect.CodeCanceled
+	deadline, hasDeadline := ctx.Deadline()
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) ||
+		(hasDeadline && time.Until(deadline) < deadlineGrace) {
+		code = connect.CodeDeadlineExceeded
+	}
+	return connect.NewError(code, ctx.Err())
 }
 
 // protocolName is the protocol the request arrived with, as the server's

@@ -47,4 +47,7 @@ const (
 	KeyDuration = "duration"
 	// KeyAddr is the address the server listens on.
 	KeyAddr = "addr"
+	// KeyAllow is the policy in force: "any client of the CA", or under
+	// allow.cn, allow.dns, allow.uri and allow.ou the lists that narrow it.
+	KeyAllow = "allow"
 )

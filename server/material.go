@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -46,6 +47,9 @@ func (f *credentialFiles) read() (tls.Certificate, []*x509.Certificate, [sha256.
 	if err != nil {
 		return tls.Certificate{}, nil, digest, fmt.Errorf("loading client CA bundle: %w", err)
 	}
+	if err := checkBundleHoldsCA(f.ca, cas); err != nil {
+		return tls.Certificate{}, nil, digest, err
+	}
 	key, err := x509.MarshalPKCS8PrivateKey(pair.PrivateKey)
 	if err != nil {
 		return tls.Certificate{}, nil, digest, fmt.Errorf("loading server certificate: %w", err)
@@ -63,11 +67,36 @@ func (f *credentialFiles) read() (tls.Certificate, []*x509.Certificate, [sha256.
 	return pair, cas, digest, nil
 }
 
+// checkBundleHoldsCA refuses a client CA bundle without a single CA
+// certificate, such as a client certificate given in its place. Go's
+// verifier lets a certificate in the pool pass as its own chain of one, so
+// such a bundle would let in exactly the certificate it holds, and no
+// client the CA issued.
+func checkBundleHoldsCA(file string, cas []*x509.Certificate) error {
+	held := make([]string, 0, len(cas))
+	for _, ca := range cas {
+		if ca.IsCA {
+			return nil
+		}
+		kind := "a leaf certificate"
+		switch {
+		case slices.Contains(ca.ExtKeyUsage, x509.ExtKeyUsageServerAuth):
+			kind = "a server certificate"
+		case slices.Contains(ca.ExtKeyUsage, x509.ExtKeyUsageClientAuth):
+			kind = "a client certificate"
+		}
+		held = append(held, fmt.Sprintf("%s, %s", kind, ca.Subject))
+	}
+	return fmt.Errorf("client CA bundle %q holds no CA certificate, only %s: give the CA that issued "+
+		"the clients' certificates (ca.crt from echoloop pki init)", file, strings.Join(held, "; "))
+}
+
 // newMaterial checks a certificate and CA set and builds the TLS
 // configuration that serves them. base carries every setting that does not
 // change with the material — versions, ALPN, client authentication, the
 // verification hook — so a reload can never drop one of them. bundle names
-// where the CAs came from, in messages.
+// where the CAs came from, in messages; certFile, when the certificate came
+// from a file, lets messages name the command that replaces it.
 //
 // It refuses what no client could get past: a server certificate outside
 // its validity, a bundle in which no CA is valid now. What stops only some
@@ -78,6 +107,7 @@ func newMaterial(
 	cert tls.Certificate,
 	cas []*x509.Certificate,
 	bundle string,
+	certFile string,
 	now time.Time,
 ) (*material, []notice, error) {
 	if err := checkServerCertificate(&cert); err != nil {
@@ -88,15 +118,21 @@ func newMaterial(
 		leaf, _ = x509.ParseCertificate(cert.Certificate[0]) // parsed by checkServerCertificate
 		cert.Leaf = leaf
 	}
+	// The fix names the one command that replaces the certificate in
+	// place, names and all; pki init --force would replace the CA and
+	// orphan every certificate it issued.
+	command := ""
+	if certFile != "" {
+		command = " (from echoloop's PKI: " + pki.ReissueCommand(certFile, leaf) + ")"
+	}
 	switch {
 	case now.After(leaf.NotAfter):
 		return nil, nil, fmt.Errorf("server certificate %q expired at %s (this machine's clock says %s): "+
-			"issue a new one (echoloop pki init --force for development)",
-			leaf.Subject.String(), stamp(leaf.NotAfter), stamp(now))
+			"issue a new one%s", leaf.Subject.String(), stamp(leaf.NotAfter), stamp(now), command)
 	case now.Before(leaf.NotBefore):
 		return nil, nil, fmt.Errorf("server certificate %q is not valid until %s (this machine's clock "+
-			"says %s): issue one that is valid now, or check this machine's clock",
-			leaf.Subject.String(), stamp(leaf.NotBefore), stamp(now))
+			"says %s): issue one that is valid now%s, or check this machine's clock",
+			leaf.Subject.String(), stamp(leaf.NotBefore), stamp(now), command)
 	}
 	if len(cas) == 0 {
 		return nil, nil, errors.New("no client CA given: a client certificate must chain to one")

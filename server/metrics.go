@@ -26,7 +26,7 @@ type metrics struct {
 	refused       *prometheus.CounterVec
 	reloads       *prometheus.CounterVec
 	connections   prometheus.Gauge
-	inFlight      prometheus.Gauge
+	inFlight      prometheus.GaugeFunc
 	handshakeTime prometheus.Histogram
 }
 
@@ -54,10 +54,12 @@ func newMetrics(s *Server) *metrics {
 			Name: "echoloop_connections_open",
 			Help: "TCP connections open, handshaking or established.",
 		}),
-		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+		// The count lives in the server, which reads it when a drain
+		// times out; the gauge only reports it.
+		inFlight: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "echoloop_calls_in_flight",
 			Help: "Calls being answered now; a drain waits for them.",
-		}),
+		}, func() float64 { return float64(s.inFlight.Load()) }),
 		handshakeTime: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "echoloop_handshake_duration_seconds",
 			Help:    "Time to complete a TLS handshake, successful ones only.",

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -613,7 +614,8 @@ func TestStreamsOnEveryRPCProtocol(t *testing.T) {
 		t.Run("ok/chat/"+string(p), func(t *testing.T) {
 			t.Parallel()
 			var echoes []string
-			err := c.EchoChat(callContext(t), p, []string{"one", "two", "three"}, func(msg *echov1.EchoChatResponse) error {
+			messages := slices.Values([]string{"one", "two", "three"})
+			err := c.EchoChat(callContext(t), p, messages, func(msg *echov1.EchoChatResponse) error {
 				if msg.GetEcho().GetPeer().GetSha256Fingerprint() != want {
 					t.Errorf("chat echo %d carries another identity", msg.GetIndex())
 				}
@@ -632,7 +634,8 @@ func TestStreamsOnEveryRPCProtocol(t *testing.T) {
 	t.Run("refused/chat over HTTP/1.1 fails at once", func(t *testing.T) {
 		t.Parallel()
 		h1 := newTestClient(t, srv, srv.Client, client.WithHTTP1())
-		err := h1.EchoChat(callContext(t), client.Connect, []string{"x"}, func(*echov1.EchoChatResponse) error { return nil })
+		err := h1.EchoChat(callContext(t), client.Connect, slices.Values([]string{"x"}),
+			func(*echov1.EchoChatResponse) error { return nil })
 		if err == nil || !strings.Contains(err.Error(), "needs HTTP/2") {
 			t.Errorf("error = %v, want one saying the stream needs HTTP/2", err)
 		}
@@ -715,6 +718,11 @@ func TestMetricsMoveAsTheServerWorks(t *testing.T) {
 		}
 		resp.Body.Close()
 	}
+	resp, err := hc.Get(srv.URL + "/made/up/3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
 	next, err := srv.CA.IssueServer(pki.DefaultServerNames)
 	if err != nil {
 		t.Fatal(err)
@@ -753,6 +761,7 @@ func TestMetricsMoveAsTheServerWorks(t *testing.T) {
 		`echoloop_calls_total{code="invalid_argument",` + echo + `,protocol="http"}`:  1,
 		`echoloop_call_duration_seconds_count{` + echo + `,protocol="grpc"}`:          1,
 		`echoloop_calls_total{code="not_found",procedure="other",protocol="connect"}`: 3,
+		`echoloop_calls_total{code="not_found",procedure="other",protocol="http"}`:    1,
 	} {
 		if got := metricValue(text, series); got != want {
 			t.Errorf("%s = %v, want %v", series, got, want)
@@ -776,6 +785,23 @@ func TestMetricsMoveAsTheServerWorks(t *testing.T) {
 	}
 	if strings.Contains(text, "/made/up") || strings.Contains(text, "EchoService/Nope") {
 		t.Error("/metrics has a series for a path the port does not serve")
+	}
+	if strings.Contains(text, `procedure="/metrics"`) {
+		t.Error("/metrics counts its own scrapes")
+	}
+
+	// A scrape is logged as the plain HTTP request it is, not as an RPC.
+	scrapes := 0
+	for _, line := range srv.Logs() {
+		if line["msg"] == "call" && line["procedure"] == "/metrics" {
+			scrapes++
+			if line["protocol"] != "http" || line["code"] != "ok" {
+				t.Errorf("a scrape of /metrics is logged as %v", line)
+			}
+		}
+	}
+	if scrapes == 0 {
+		t.Error("no scrape of /metrics in the log")
 	}
 
 	// The plain address serves the same figures, and /healthz, to anyone

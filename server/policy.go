@@ -37,6 +37,29 @@ func (p Policy) Empty() bool {
 	return len(p.CommonNames)+len(p.DNSNames)+len(p.URIs)+len(p.OrganizationalUnits) == 0
 }
 
+// logAttrs describe the policy in force for the log line at start: the
+// lists that narrow it, or that every client of the CA may call.
+func (p Policy) logAttrs() []any {
+	if p.Empty() {
+		return []any{KeyAllow, "any client of the CA"}
+	}
+	var attrs []any
+	for _, list := range []struct {
+		key    string
+		values []string
+	}{
+		{KeyAllow + ".cn", p.CommonNames},
+		{KeyAllow + ".dns", p.DNSNames},
+		{KeyAllow + ".uri", p.URIs},
+		{KeyAllow + ".ou", p.OrganizationalUnits},
+	} {
+		if len(list.values) > 0 {
+			attrs = append(attrs, slog.Any(list.key, list.values))
+		}
+	}
+	return attrs
+}
+
 // Validate checks the patterns. A URI pattern must parse and may end in
 // "/*" only; a DNS pattern may start with "*." only.
 func (p Policy) Validate() error {

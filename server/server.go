@@ -280,6 +280,7 @@ type Server struct {
 	tls         *tls.Config // what the listener is given: base, choosing the current material
 	material    atomic.Pointer[material]
 	reloadMu    sync.Mutex   // one reload at a time
+	inFlight    atomic.Int64 // calls being answered; the calls-in-flight gauge reads it
 	metricsAddr atomic.Value // string: where the plain metrics listener is bound
 	handler     http.Handler
 }
@@ -349,14 +350,14 @@ func (s *Server) loadMaterial() error {
 		if err != nil {
 			return err
 		}
-		m, notices, err = newMaterial(s.base, cert, cas, f.ca, time.Now())
+		m, notices, err = newMaterial(s.base, cert, cas, f.ca, f.cert, time.Now())
 		if err != nil {
 			return err
 		}
 		m.digest = digest
 	} else {
 		var err error
-		m, notices, err = newMaterial(s.base, *s.opts.certificate, s.opts.clientCAs, "given to the server", time.Now())
+		m, notices, err = newMaterial(s.base, *s.opts.certificate, s.opts.clientCAs, "given to the server", "", time.Now())
 		if err != nil {
 			return err
 		}
@@ -373,18 +374,23 @@ func (s *Server) logNotices(notices []notice) {
 }
 
 // Reload reads the credential files and the revocation list again, as a
-// change on disk would make it do; `echoloop serve` calls it on SIGHUP. A
-// set that does not load is refused and logged, and what is in use stays;
-// the error says why. Without files it does nothing.
+// change on disk would make it do; `echoloop serve` calls it on SIGHUP. It
+// logs one line with the outcome for the certificates: reloaded, unchanged,
+// or not reloaded (a set that does not load is refused, what is in use
+// stays, and the error says why). Without files it does nothing.
 func (s *Server) Reload() error {
-	err := s.reloadCredentials()
+	err := s.reloadCredentials(true)
 	if s.crls != nil {
 		s.refreshCRL(true)
 	}
 	return err
 }
 
-func (s *Server) reloadCredentials() error {
+// reloadCredentials reads the credential files and swaps in what they
+// hold when it changed. asked is a reload someone requested, which is
+// answered with a line even when nothing changed; a watch event for a
+// neighbour in the directory is not.
+func (s *Server) reloadCredentials(asked bool) error {
 	if s.opts.files == nil {
 		return nil
 	}
@@ -392,13 +398,17 @@ func (s *Server) reloadCredentials() error {
 	defer s.reloadMu.Unlock()
 
 	cert, cas, digest, err := s.opts.files.read()
-	if err == nil && digest == s.material.Load().digest {
-		return nil // a neighbour in the directory changed, not ours
+	if current := s.material.Load(); err == nil && digest == current.digest {
+		if asked {
+			s.log.Info("certificates unchanged", "server.serial", pki.SerialHex(current.leaf),
+				"server.not_after", current.leaf.NotAfter.UTC().Format(time.RFC3339))
+		}
+		return nil
 	}
 	var m *material
 	var notices []notice
 	if err == nil {
-		m, notices, err = newMaterial(s.base, cert, cas, s.opts.files.ca, time.Now())
+		m, notices, err = newMaterial(s.base, cert, cas, s.opts.files.ca, s.opts.files.cert, time.Now())
 	}
 	if err != nil {
 		s.metrics.reloads.WithLabelValues("certificates", "failed").Inc()
@@ -493,7 +503,7 @@ func (s *Server) watch(ctx context.Context) error {
 		}
 	}
 	if f := s.opts.files; f != nil {
-		reload := func() { _ = s.reloadCredentials() } // logged inside
+		reload := func() { _ = s.reloadCredentials(false) } // logged inside
 		if err := watchFiles(ctx, s.log, []string{f.cert, f.key, f.ca}, reload); err != nil {
 			return fmt.Errorf("server: watching the certificate files: %w", err)
 		}
@@ -510,7 +520,9 @@ func (s *Server) Handler() http.Handler { return s.handler }
 
 // Serve accepts connections on ln until ctx is cancelled, then drains: it
 // marks health NOT_SERVING, stops accepting, lets calls in flight finish for
-// up to the drain timeout, and returns nil. Any other return is an error.
+// up to the drain timeout, and returns nil. When calls are still running at
+// the end of the drain timeout it cuts them and returns a [*DrainError].
+// Any other return is an error.
 // ln must be a plain TCP listener; Serve adds TLS.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	httpServer := &http.Server{
@@ -551,6 +563,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	tlsListener := newHandshakeListener(limited, httpServer.TLSConfig, s.opts.handshakeTimeout, s.log, s.metrics)
 	s.health.SetStatus(echov1connect.EchoServiceName, grpchealth.StatusServing)
 	s.health.SetStatus("", grpchealth.StatusServing)
+	s.log.Info("policy", s.opts.policy.logAttrs()...)
 	s.log.Info("serving", KeyAddr, ln.Addr().String(),
 		KeyTLSVersion+".min", tls.VersionName(s.opts.minVersion))
 
@@ -569,9 +582,31 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	drainCtx, cancel := context.WithTimeout(context.Background(), s.opts.drainTimeout)
 	defer cancel()
 	if err := httpServer.Shutdown(drainCtx); err != nil {
+		// Counted before Close, which ends the calls and their count.
+		cut := s.inFlight.Load()
 		httpServer.Close()
-		return fmt.Errorf("server: calls still in flight after %s were cut: %w", s.opts.drainTimeout, err)
+		s.log.Warn("drain timed out; calls still in flight were cut", "timeout", s.opts.drainTimeout,
+			"calls_cut", cut)
+		return &DrainError{Timeout: s.opts.drainTimeout, Cut: cut}
 	}
 	s.log.Info("stopped")
 	return nil
+}
+
+// DrainError is what [Server.Serve] returns when calls were still in
+// flight at the end of the drain timeout and had to be cut.
+type DrainError struct {
+	// Timeout is the drain timeout that ran out.
+	Timeout time.Duration
+	// Cut is how many calls were in flight when it did.
+	Cut int64
+}
+
+func (e *DrainError) Error() string {
+	calls := "calls were"
+	if e.Cut == 1 {
+		calls = "call was"
+	}
+	return fmt.Sprintf("server: the drain timed out after %s: %d %s still in flight and cut",
+		e.Timeout, e.Cut, calls)
 }

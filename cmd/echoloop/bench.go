@@ -12,6 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/alecthomas/kong"
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
 
@@ -39,7 +40,7 @@ type benchCmd struct {
 }
 
 // Validate is kong's hook for checks its types cannot make.
-func (c *benchCmd) Validate() error {
+func (c *benchCmd) Validate(kctx *kong.Context) error {
 	switch {
 	case c.Concurrency < 1:
 		return fmt.Errorf("--concurrency must be at least 1, got %d", c.Concurrency)
@@ -50,17 +51,21 @@ func (c *benchCmd) Validate() error {
 			"every call makes its own connection; drop --connections")
 	case c.Resume && !c.NewConnectionPerCall:
 		return errors.New("--resume needs --new-connection-per-call: a kept connection has nothing to resume")
-	case c.Duration < 0:
-		return fmt.Errorf("--duration must be positive, got %s", c.Duration)
-	case c.Requests < 0:
-		return fmt.Errorf("--requests must be positive, got %d", c.Requests)
+	// Zero means "not given" to the run, which would then call for the
+	// default 10s: a zero given on purpose is refused instead.
+	case c.Duration < 0 || (c.Duration == 0 && given(kctx, "duration")):
+		return fmt.Errorf("%s must be positive, got %s; leave it out for %s, or give --requests alone",
+			flagSource(kctx, "duration"), c.Duration, defaultBenchDuration)
+	case c.Requests < 0 || (c.Requests == 0 && given(kctx, "requests")):
+		return fmt.Errorf("%s must be at least 1, got %d; leave it out to call for --duration",
+			flagSource(kctx, "requests"), c.Requests)
 	case c.MessageSize < 0 || c.MessageSize > server.DefaultMaxMessageBytes/2:
 		return fmt.Errorf("--message-size must be between 0 and %d bytes, got %d",
 			server.DefaultMaxMessageBytes/2, c.MessageSize)
 	case c.Rate < 0:
 		return fmt.Errorf("--rate must be positive, got %g", c.Rate)
 	}
-	return c.validate()
+	return c.validate(kctx)
 }
 
 func (c *benchCmd) Run(ctx context.Context, out *output) error {

@@ -77,6 +77,8 @@ func TestBench(t *testing.T) {
 		{"refused/no calls in flight", bench("--concurrency", "0"), exitUsage,
 			"--concurrency must be at least 1"},
 		{"refused/unknown protocol", bench("--protocol", "soap"), exitUsage, "--protocol"},
+		{"refused/no requests", bench("--requests", "0"), exitUsage, "--requests must be at least 1, got 0"},
+		{"refused/no time", bench("--duration", "0s"), exitUsage, "--duration must be positive, got 0s"},
 		{"fails/no certificates in --certs", []string{"bench", "--url", url, "--certs", t.TempDir(),
 			"--requests", "1"}, exitFail, "echoloop pki init"},
 		{"fails/a client the server does not trust", []string{"bench", "--url", url, "--certs", foreign,

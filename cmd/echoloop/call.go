@@ -9,16 +9,19 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 	"unicode"
 
 	"connectrpc.com/connect"
+	"github.com/alecthomas/kong"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/echoloop/echoloop/client"
 	echov1 "github.com/echoloop/echoloop/gen/echo/v1"
+	"github.com/echoloop/echoloop/server"
 )
 
 type callCmd struct {
@@ -27,30 +30,45 @@ type callCmd struct {
 	Protocol string        `default:"connect" enum:"connect,grpc,grpc-web,http,all" help:"Protocol to call with: connect, grpc, grpc-web, http, or all side by side."`
 	Message  string        `default:"hello" help:"Message to echo."`
 	JSON     bool          `name:"json" help:"Print each answer as protojson, one object per line."`
-	Delay    time.Duration `help:"Ask the server to wait this long before answering (at most 30s), to watch deadlines and drains."`
-	Stream   uint32        `placeholder:"N" help:"Call EchoStream instead: N echoes, --interval apart, printed as they come."`
-	Interval time.Duration `default:"1s" help:"Pause between streamed echoes."`
-	Chat     bool          `help:"Call EchoChat instead: send each line of standard input, print each echo as it comes."`
+	Delay    time.Duration `help:"Ask the server to wait this long before answering (at most ${max_delay}), to watch deadlines and drains."`
+	Stream   int           `placeholder:"N" help:"Call EchoStream instead: N echoes (1 to ${max_stream_count}), --interval apart, printed as they come."`
+	Interval time.Duration `default:"1s" help:"Pause between streamed echoes (at most ${max_stream_interval})."`
+	Chat     bool          `help:"Call EchoChat instead: send each line of standard input as it is read, print each echo as it comes, until input ends; --timeout bounds each echo."`
 	// ExpectRefusal turns the command into a check that a certificate is
 	// kept out, as the compose stack's intruder does: without a shell in
 	// the image, the exit code is the only verdict a container can give.
 	ExpectRefusal bool `help:"Succeed only when the server refuses this client's certificate in the TLS handshake, on every protocol called."`
 }
 
-// Validate is kong's hook for checks its types cannot make.
-func (c *callCmd) Validate() error {
-	streaming := c.Stream > 0 || c.Chat
+// Validate is kong's hook for checks its types cannot make. It also
+// checks the server's bounds on delays and streams, so that a mistake names
+// its flag instead of coming back from the server as invalid_argument.
+func (c *callCmd) Validate(kctx *kong.Context) error {
+	stream := given(kctx, "stream")
+	streaming := stream || c.Chat
 	switch {
-	case c.Stream > 0 && c.Chat:
+	case stream && c.Chat:
 		return errors.New("--stream and --chat are different calls: choose one")
 	case streaming && (c.Protocol == "all" || c.Protocol == "http"):
 		return fmt.Errorf("--stream and --chat take one RPC protocol (connect, grpc or grpc-web), not %s", c.Protocol)
 	case streaming && c.ExpectRefusal:
 		return errors.New("--expect-refusal checks unary calls only")
+	case streaming && c.Delay != 0:
+		return fmt.Errorf("%s applies to unary calls, not to --stream or --chat: leave it out, "+
+			"or use --interval to pace a stream", flagSource(kctx, "delay"))
+	case stream && (c.Stream < 1 || c.Stream > server.MaxStreamCount):
+		return fmt.Errorf("%s must be between 1 and %d (the server's limit), got %d; leave it out "+
+			"for a unary call", flagSource(kctx, "stream"), server.MaxStreamCount, c.Stream)
+	case stream && (c.Interval < 0 || c.Interval > server.MaxStreamInterval):
+		return fmt.Errorf("%s must be between 0s and %s (the server's limit), got %s",
+			flagSource(kctx, "interval"), server.MaxStreamInterval, c.Interval)
 	case c.Delay < 0:
-		return fmt.Errorf("--delay must not be negative, got %s", c.Delay)
+		return fmt.Errorf("%s must not be negative, got %s", flagSource(kctx, "delay"), c.Delay)
+	case c.Delay > server.MaxDelay:
+		return fmt.Errorf("%s %s is over the server's limit of %s", flagSource(kctx, "delay"), c.Delay,
+			server.MaxDelay)
 	}
-	return c.validate()
+	return c.validate(kctx)
 }
 
 func (c *callCmd) Run(ctx context.Context, out *output) error {
@@ -60,13 +78,13 @@ func (c *callCmd) Run(ctx context.Context, out *output) error {
 	}
 	defer cl.Close()
 
+	if c.Chat {
+		return c.chat(ctx, cl, out)
+	}
 	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
 	defer cancel()
-	switch {
-	case c.Stream > 0:
+	if c.Stream > 0 {
 		return c.stream(ctx, cl, out)
-	case c.Chat:
-		return c.chat(ctx, cl, out)
 	}
 
 	req := &echov1.EchoRequest{Message: c.Message}
@@ -149,30 +167,130 @@ func (c *callCmd) stream(ctx context.Context, cl *client.Client, out *output) er
 	if err != nil {
 		return usageError{err: err, command: "call "}
 	}
-	req := &echov1.EchoStreamRequest{Message: c.Message, Count: c.Stream, Interval: durationpb.New(c.Interval)}
+	req := &echov1.EchoStreamRequest{
+		Message:  c.Message,
+		Count:    uint32(c.Stream), //nolint:gosec // G115: Validate keeps it within 1 to MaxStreamCount
+		Interval: durationpb.New(c.Interval),
+	}
 	return cl.EchoStream(ctx, p, req, func(msg *echov1.EchoStreamResponse) error {
 		return c.printEcho(out.out, msg.GetIndex(), msg.GetEcho())
 	})
 }
 
-// chat sends each line of standard input and prints each echo.
+// chat sends each line of standard input as it is read and prints each
+// echo as it arrives. --timeout bounds the wait for each echo rather than
+// the session, which lasts until standard input ends: a person typing
+// takes longer than any call should.
 func (c *callCmd) chat(ctx context.Context, cl *client.Client, out *output) error {
 	p, err := client.ParseProtocol(c.Protocol)
 	if err != nil {
 		return usageError{err: err, command: "call "}
 	}
-	var lines []string
-	scanner := bufio.NewScanner(out.in)
-	scanner.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for scanner.Scan() {
-		lines = append(lines, scanner.Text())
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	watch := &echoWatch{timeout: c.Timeout, cancel: cancel}
+	defer watch.stop()
+
+	// Standard input is read apart from the stream: a read blocked on a
+	// terminal cannot be interrupted, but the call must still end at once
+	// on a signal or a failed stream, leaving the reader behind.
+	lines := make(chan string)
+	readErr := make(chan error, 1)
+	go func() {
+		defer close(lines)
+		scanner := bufio.NewScanner(out.in)
+		scanner.Buffer(make([]byte, 0, 64<<10), 1<<20)
+		for scanner.Scan() {
+			select {
+			case lines <- scanner.Text():
+			case <-ctx.Done():
+				return
+			}
+		}
+		readErr <- scanner.Err()
+	}()
+	messages := func(yield func(string) bool) {
+		for {
+			select {
+			case line, ok := <-lines:
+				if !ok {
+					return
+				}
+				watch.sent()
+				if !yield(line) {
+					return
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
 	}
-	if err := scanner.Err(); err != nil {
-		return fmt.Errorf("reading standard input: %w", err)
-	}
-	return cl.EchoChat(ctx, p, lines, func(msg *echov1.EchoChatResponse) error {
+
+	err = cl.EchoChat(ctx, p, messages, func(msg *echov1.EchoChatResponse) error {
+		watch.echoed()
 		return c.printEcho(out.out, msg.GetIndex(), msg.GetEcho())
 	})
+	if cause := context.Cause(ctx); errors.Is(cause, errNoEcho) {
+		return connect.NewError(connect.CodeDeadlineExceeded, cause)
+	}
+	if err != nil {
+		return err
+	}
+	// The stream ended cleanly, so the reader has finished and said how.
+	select {
+	case err := <-readErr:
+		if err != nil {
+			return fmt.Errorf("reading standard input: %w", err)
+		}
+	default:
+	}
+	return nil
+}
+
+// errNoEcho ends a chat whose server left a message unanswered for longer
+// than --timeout.
+var errNoEcho = errors.New("a line sent got no echo within --timeout: raise --timeout if the server is slow")
+
+// echoWatch cancels a chat when an echo is overdue: each line sent must be
+// echoed within timeout of the line before it being echoed.
+type echoWatch struct {
+	timeout time.Duration
+	cancel  context.CancelCauseFunc
+
+	mu      sync.Mutex
+	pending int
+	timer   *time.Timer
+}
+
+func (w *echoWatch) sent() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.pending++
+	if w.pending == 1 {
+		w.timer = time.AfterFunc(w.timeout, func() { w.cancel(errNoEcho) })
+	}
+}
+
+func (w *echoWatch) echoed() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.pending = max(w.pending-1, 0)
+	if w.timer == nil {
+		return
+	}
+	if w.pending == 0 {
+		w.timer.Stop()
+		return
+	}
+	w.timer.Reset(w.timeout)
+}
+
+func (w *echoWatch) stop() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.timer != nil {
+		w.timer.Stop()
+	}
 }
 
 // printEcho prints one echo of a stream: protojson with --json, else a line

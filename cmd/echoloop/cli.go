@@ -13,6 +13,7 @@ import (
 
 	"github.com/echoloop/echoloop/client"
 	"github.com/echoloop/echoloop/pki"
+	"github.com/echoloop/echoloop/server"
 )
 
 // commandLine is every command and flag of echoloop.
@@ -37,6 +38,9 @@ func commandVars() kong.Vars {
 		"reasons":                strings.Join(pki.ReasonNames(), ", "),
 		"default_procedure":      client.DefaultAuditProcedure,
 		"default_path":           client.PlainHTTPPath,
+		"max_delay":              server.MaxDelay.String(),
+		"max_stream_count":       fmt.Sprint(server.MaxStreamCount),
+		"max_stream_interval":    server.MaxStreamInterval.String(),
 	}
 	for k, v := range serveVars() {
 		vars[k] = v
@@ -93,12 +97,65 @@ type clientFlags struct {
 	Timeout    time.Duration `default:"10s" help:"Deadline of each call."`
 }
 
-// validate checks what kong's types cannot.
-func (f clientFlags) validate() error {
+// validate checks what kong's types cannot, and what the server would
+// only refuse once called.
+func (f clientFlags) validate(kctx *kong.Context) error {
 	if f.Timeout <= 0 {
-		return fmt.Errorf("--timeout must be positive, got %s", f.Timeout)
+		return fmt.Errorf("%s must be positive, got %s", flagSource(kctx, "timeout"), f.Timeout)
+	}
+	if err := client.CheckURL(f.URL); err != nil {
+		return fmt.Errorf("%s %w", flagSource(kctx, "url"), err)
 	}
 	return nil
+}
+
+// given reports whether a flag was set, on the command line or by its
+// environment variable, rather than left at its default. Kong fills both
+// in alike, so a value that equals the zero value says nothing by itself.
+func given(kctx *kong.Context, name string) bool {
+	return onCommandLine(kctx, name) || fromEnvironment(kctx, name) != ""
+}
+
+// flagSource names where a flag's value came from, for messages: the flag
+// as typed, or the environment variable that stood in for it, so that a
+// mistake in ECHOLOOP_TIMEOUT is not blamed on a --timeout never typed.
+func flagSource(kctx *kong.Context, name string) string {
+	if !onCommandLine(kctx, name) {
+		if env := fromEnvironment(kctx, name); env != "" {
+			return env
+		}
+	}
+	return "--" + name
+}
+
+func onCommandLine(kctx *kong.Context, name string) bool {
+	if kctx == nil {
+		return false
+	}
+	for _, p := range kctx.Path {
+		if p.Flag != nil && p.Flag.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// fromEnvironment is the environment variable set for a flag, if any.
+func fromEnvironment(kctx *kong.Context, name string) string {
+	if kctx == nil {
+		return ""
+	}
+	for _, f := range kctx.Flags() {
+		if f.Name != name {
+			continue
+		}
+		for _, env := range f.Envs {
+			if _, ok := os.LookupEnv(env); ok {
+				return env
+			}
+		}
+	}
+	return ""
 }
 
 // newClient builds the client the flags describe.

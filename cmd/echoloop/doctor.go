@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"path/filepath"
 
+	"github.com/alecthomas/kong"
+
 	"github.com/echoloop/echoloop/client"
 	"github.com/echoloop/echoloop/pki"
 )
@@ -14,7 +16,7 @@ type doctorCmd struct {
 }
 
 // Validate is kong's hook for checks its types cannot make.
-func (c *doctorCmd) Validate() error { return c.validate() }
+func (c *doctorCmd) Validate(kctx *kong.Context) error { return c.validate(kctx) }
 
 // Run prints the checklist as it goes, so a slow or hanging step shows
 // where it is, and fails when a step fails.

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"connectrpc.com/grpchealth"
+	"github.com/alecthomas/kong"
 )
 
 type healthCmd struct {
@@ -13,7 +14,7 @@ type healthCmd struct {
 }
 
 // Validate is kong's hook for checks its types cannot make.
-func (c *healthCmd) Validate() error { return c.validate() }
+func (c *healthCmd) Validate(kctx *kong.Context) error { return c.validate(kctx) }
 
 func (c *healthCmd) Run(ctx context.Context, out *output) error {
 	cl, err := c.newClient()

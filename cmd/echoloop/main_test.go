@@ -136,18 +136,103 @@ func TestEnvironmentStandsInForFlags(t *testing.T) {
 	}
 }
 
+// TestMistakesInTheEnvironmentNameTheVariable is not parallel: it sets the
+// process environment.
+func TestMistakesInTheEnvironmentNameTheVariable(t *testing.T) {
+	cases := []struct {
+		env, value string
+		args       []string
+		want       string
+	}{
+		{"ECHOLOOP_PROTOCOL", "gprc", []string{"call"}, `ECHOLOOP_PROTOCOL must be one of "connect",`},
+		{"ECHOLOOP_TIMEOUT", "0s", []string{"call"}, "ECHOLOOP_TIMEOUT must be positive, got 0s"},
+		{"ECHOLOOP_URL", "https://localhost:8443/v1", []string{"health"}, `ECHOLOOP_URL "https://localhost:8443/v1" has a path`},
+		{"ECHOLOOP_DELAY", "1m", []string{"call"}, "ECHOLOOP_DELAY 1m0s is over the server's limit"},
+		{"ECHOLOOP_REQUESTS", "0", []string{"bench"}, "ECHOLOOP_REQUESTS must be at least 1"},
+		{"ECHOLOOP_TLS_MIN", "1.1", []string{"serve"}, `ECHOLOOP_TLS_MIN must be one of "1.2","1.3"`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.env, func(t *testing.T) {
+			t.Setenv(tc.env, tc.value)
+			_, errOut, code := runCommand(t.Context(), tc.args...)
+			if code != exitUsage || !strings.Contains(errOut, tc.want) {
+				t.Errorf("%s=%s: exit %d, stderr %q; want %d and %q", tc.env, tc.value, code, errOut,
+					exitUsage, tc.want)
+			}
+			// The flag typed on the command line is named as the flag.
+			flag := "--" + strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(tc.env, "ECHOLOOP_")), "_", "-")
+			_, errOut, _ = runCommand(t.Context(), append(tc.args, flag+"="+tc.value)...)
+			if strings.Contains(errOut, tc.env) || !strings.Contains(errOut, flag) {
+				t.Errorf("%s=%s: stderr %q; want it to blame %s, not the variable", flag, tc.value, errOut, flag)
+			}
+		})
+	}
+}
+
+// TestServePolicyFromTheEnvironment is not parallel: it sets the process
+// environment.
+func TestServePolicyFromTheEnvironment(t *testing.T) {
+	certs := t.TempDir()
+	if _, errOut, code := runCommand(t.Context(), "pki", "init", "--certs", certs); code != exitOK {
+		t.Fatal(errOut)
+	}
+
+	t.Setenv("ECHOLOOP_ALLOW_CN", "")
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second) // a server that starts fails here
+	defer cancel()
+	_, errOut, code := runCommand(ctx, "serve", "--certs", certs, "--addr", "127.0.0.1:0")
+	if code != exitUsage || !strings.Contains(errOut, "ECHOLOOP_ALLOW_CN has an empty value") ||
+		strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
+		t.Errorf("ECHOLOOP_ALLOW_CN= : exit %d, stderr %q; want one line naming the variable", code, errOut)
+	}
+
+	// Spaces around the items are trimmed: the client, CN "client", may
+	// call (the health check in startServeLogged is itself a call).
+	t.Setenv("ECHOLOOP_ALLOW_CN", " carol , client ")
+	url, logs := startServeLogged(t, certs, "--certs", certs)
+	if _, errOut, code := runCommand(t.Context(), "call", "--certs", certs, "--url", url); code != exitOK {
+		t.Errorf("client refused by ECHOLOOP_ALLOW_CN=\" carol , client \": %s", errOut)
+	}
+	waitForText(t, logs, `"msg":"policy","allow.cn":["carol","client"]}`)
+
+	t.Setenv("ECHOLOOP_ALLOW_CN", "carol")
+	url, logs = startServeLogged(t, certs, "--certs", certs, "--allow-cn", "client", "--allow-ou", "ops")
+	// The flags win over the environment.
+	waitForText(t, logs, `"msg":"policy","allow.cn":["client"],"allow.ou":["ops"]}`)
+	if _, errOut, code := runCommand(t.Context(), "call", "--certs", certs, "--url", url); code != exitOK {
+		t.Errorf("client refused by --allow-cn client: %s", errOut)
+	}
+}
+
+func TestServeLogsAnOpenPolicy(t *testing.T) {
+	t.Parallel()
+	certs := t.TempDir()
+	if _, errOut, code := runCommand(t.Context(), "pki", "init", "--certs", certs); code != exitOK {
+		t.Fatal(errOut)
+	}
+	_, logs := startServeLogged(t, certs, "--certs", certs)
+	waitForText(t, logs, `"msg":"policy","allow":"any client of the CA"}`)
+}
+
 // startServe runs `echoloop serve` with args on a free loopback port until
 // the test ends, waits until it is healthy, and returns its URL.
 func startServe(t *testing.T, certs string, args ...string) string {
 	t.Helper()
+	url, _ := startServeLogged(t, certs, args...)
+	return url
+}
+
+// startServeLogged is startServe that also returns what serve logs.
+func startServeLogged(t *testing.T, certs string, args ...string) (string, *syncWriter) {
+	t.Helper()
 	addr := freeLoopbackAddr(t)
 	url := "https://localhost:" + strings.Split(addr, ":")[1]
 	serveCtx, stop := context.WithCancel(t.Context())
-	var logs bytes.Buffer
+	logs := &syncWriter{w: &bytes.Buffer{}}
 	served := make(chan error, 1)
 	go func() {
 		args := append([]string{"serve", "--addr", addr, "--log-format", "json"}, args...)
-		served <- run(serveCtx, args, strings.NewReader(""), &bytes.Buffer{}, &syncWriter{w: &logs})
+		served <- run(serveCtx, args, strings.NewReader(""), &bytes.Buffer{}, logs)
 	}()
 	t.Cleanup(func() {
 		stop()
@@ -156,7 +241,7 @@ func startServe(t *testing.T, certs string, args ...string) string {
 		}
 	})
 	waitHealthy(t, certs, url)
-	return url
+	return url, logs
 }
 
 // freeLoopbackAddr returns a loopback address whose port was free a moment ago.
@@ -240,7 +325,11 @@ func TestServeRefusesBadInputWithOneLine(t *testing.T) {
 		want     []string
 	}{
 		{"refused/expired server certificate", []string{"serve", "--certs", expired},
-			exitFail, []string{"expired at", "this machine's clock says", "issue a new one"}},
+			exitFail, []string{"expired at", "this machine's clock says", "issue a new one",
+				"echoloop pki issue server server --certs " + expired + " --san localhost --san 127.0.0.1 --san ::1 --force"}},
+		{"refused/a client certificate as the CA bundle", []string{"serve", "--certs", good,
+			"--cacert", filepath.Join(good, "client.crt")}, exitFail,
+			[]string{"client CA bundle", "client.crt", "holds no CA certificate, only a client certificate, CN=client"}},
 		{"refused/every client CA expired", []string{"serve", "--certs", expiredCA}, exitFail,
 			[]string{"no CA in the client CA bundle " + filepath.Join(expiredCA, "ca.crt") + " is valid now",
 				"expired at", "pki init --force"}},
@@ -254,6 +343,8 @@ func TestServeRefusesBadInputWithOneLine(t *testing.T) {
 		{"refused/bad policy pattern", []string{"serve", "--certs", good, "--allow-uri", "spiffe://x/*/y"},
 			exitFail, []string{"allowed URI", "wildcard"}},
 		{"refused/unknown flag", []string{"serve", "--bogus"}, exitUsage, []string{"--bogus"}},
+		{"refused/a port without its host", []string{"serve", "--port", "9000"}, exitUsage,
+			[]string{"unknown flag --port; did you mean --addr :9000?"}},
 		{"refused/bad TLS version", []string{"serve", "--tls-min", "1.0"}, exitUsage, []string{"--tls-min", "1.0"}},
 		{"refused/limits out of range", []string{"serve", "--idle-timeout", "0s", "--max-connections", "0"},
 			exitUsage, []string{"--idle-timeout must be positive", "--max-connections must be positive"}},
@@ -267,6 +358,12 @@ func TestServeRefusesBadInputWithOneLine(t *testing.T) {
 			"--key", filepath.Join(good, "client.key")}, exitFail, []string{"do not belong together"}},
 		{"refused/CA file with no certificate", []string{"serve", "--certs", good,
 			"--cacert", filepath.Join(good, "ca.key")}, exitFail, []string{"holds no certificate", "PRIVATE KEY"}},
+		{"refused/empty --allow-cn", []string{"serve", "--certs", good, "--allow-cn="},
+			exitUsage, []string{"--allow-cn has an empty value", "every client of the CA"}},
+		{"refused/empty --allow-uri among others", []string{"serve", "--certs", good, "--allow-cn", "client",
+			"--allow-uri", ""}, exitUsage, []string{"--allow-uri has an empty value"}},
+		{"refused/empty item in a list", []string{"serve", "--certs", good, "--allow-ou", "a, ,b"},
+			exitUsage, []string{"--allow-ou has an empty value"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -286,6 +383,36 @@ func TestServeRefusesBadInputWithOneLine(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestExpiredClientCertificateNamesItsReplacement checks that the fix
+// offered for an expired client certificate replaces that certificate
+// alone: pki init --force would replace the CA too, and orphan every
+// certificate it issued.
+func TestExpiredClientCertificateNamesItsReplacement(t *testing.T) {
+	t.Parallel()
+	certs := t.TempDir()
+	if _, errOut, code := runCommand(t.Context(), "pki", "init", "--certs", certs); code != exitOK {
+		t.Fatal(errOut)
+	}
+	if _, errOut, code := runCommand(t.Context(), "pki", "issue", "client", "old", "--certs", certs,
+		"--not-before", "-48h", "--valid-for", "24h"); code != exitOK {
+		t.Fatal(errOut)
+	}
+	url := startServe(t, certs, "--certs", certs)
+	old := []string{"--certs", certs, "--url", url,
+		"--cert", filepath.Join(certs, "old.crt"), "--key", filepath.Join(certs, "old.key")}
+	want := "echoloop pki issue client old --certs " + certs + " --force"
+
+	_, errOut, code := runCommand(t.Context(), append([]string{"call"}, old...)...)
+	if code != exitFail || !strings.Contains(errOut, "has expired") || !strings.Contains(errOut, want) ||
+		strings.Contains(errOut, "pki init") {
+		t.Errorf("call: exit %d, stderr %q; want the expiry and %q", code, errOut, want)
+	}
+	out, _, _ := runCommand(t.Context(), append([]string{"doctor"}, old...)...)
+	if !strings.Contains(out, want) || strings.Contains(out, "pki init") {
+		t.Errorf("doctor:\n%s\nwant the fix %q", out, want)
 	}
 }
 
@@ -354,6 +481,12 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.w.Write(p)
+}
+
+func (s *syncWriter) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.String()
 }
 
 func writeExpiredServerCertificate(t *testing.T, dir string) {
@@ -458,8 +591,28 @@ func TestCallMistakesGetOneClearLine(t *testing.T) {
 	}{
 		{"refused/zero timeout", []string{"call", "--timeout", "0s"}, exitUsage,
 			[]string{"--timeout must be positive", "see echoloop call --help"}, nil},
-		{"refused/URL with a path", []string{"call", "--certs", certs, "--url", closedURL + "/v1/echo"}, exitFail,
-			[]string{"has a path", "base URL"}, nil},
+		{"refused/URL with a path", []string{"call", "--certs", certs, "--url", closedURL + "/v1/echo"}, exitUsage,
+			[]string{"--url", "has a path (/v1/echo)", "base URL"}, nil},
+		{"refused/URL with a query", []string{"call", "--certs", certs, "--url", closedURL + "?x=1"}, exitUsage,
+			[]string{"--url", "has a query (?x=1)", "base URL"}, []string{"has a path"}},
+		{"refused/a port instead of a URL", []string{"call", "--port=9443"}, exitUsage,
+			[]string{"unknown flag --port; did you mean --url https://localhost:9443?"}, nil},
+		{"refused/port out of range", []string{"call", "--url", "https://localhost:99999"}, exitUsage,
+			[]string{`--url "https://localhost:99999" has port 99999, outside 1 to 65535`}, nil},
+		{"refused/delay over the server's limit", []string{"call", "--delay", "31s"}, exitUsage,
+			[]string{"--delay 31s is over the server's limit of 30s"}, nil},
+		{"refused/negative delay", []string{"call", "--delay", "-1s"}, exitUsage,
+			[]string{"--delay must not be negative, got -1s"}, []string{"short flag"}},
+		{"refused/stream over the server's limit", []string{"call", "--stream", "10001"}, exitUsage,
+			[]string{"--stream must be between 1 and 10000 (the server's limit), got 10001"}, nil},
+		{"refused/stream of none", []string{"call", "--stream", "0"}, exitUsage,
+			[]string{"--stream must be between 1 and 10000", "got 0", "leave it out for a unary call"}, nil},
+		{"refused/negative stream", []string{"call", "--stream", "-1"}, exitUsage,
+			[]string{"--stream must be between 1 and 10000", "got -1"}, []string{"short flag"}},
+		{"refused/interval over the server's limit", []string{"call", "--stream", "2", "--interval", "2m"},
+			exitUsage, []string{"--interval must be between 0s and 1m0s (the server's limit), got 2m0s"}, nil},
+		{"refused/delay on a stream", []string{"call", "--stream", "2", "--delay", "1s"}, exitUsage,
+			[]string{"--delay applies to unary calls"}, nil},
 		{"refused/mistyped CA path", []string{"call", "--certs", certs, "--cacert", filepath.Join(certs, "nope.crt")},
 			exitFail, []string{"nope.crt", "no such file"}, []string{"pki init"}},
 		{"refused/missing certs directory", []string{"call", "--certs", filepath.Join(certs, "absent")},

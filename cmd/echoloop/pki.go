@@ -14,6 +14,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/alecthomas/kong"
+
 	"github.com/echoloop/echoloop/pki"
 )
 
@@ -49,10 +51,14 @@ type pkiInitCmd struct {
 	KeepExisting bool `xor:"existing" help:"When --certs already holds every file, keep them, write nothing and succeed; a partial set is still refused."`
 }
 
-// Validate refuses validity periods that are not positive. pki.Init reads
-// a zero as "the default", which would quietly turn --ca-valid-for 0s into
-// ten years.
-func (c *pkiInitCmd) Validate() error {
+// Validate refuses validity periods that are not positive, and an empty
+// client name. pki.Init reads a zero as "the default", which would quietly
+// turn --ca-valid-for 0s into ten years, and --name "" into "client".
+func (c *pkiInitCmd) Validate(kctx *kong.Context) error {
+	if strings.TrimSpace(c.Name) == "" {
+		return fmt.Errorf("%s %q names no one: give the client certificate's common name, or leave "+
+			"it out for \"client\"", flagSource(kctx, "name"), c.Name)
+	}
 	var problems []string
 	for _, v := range []struct {
 		flag  string
@@ -127,18 +133,29 @@ func (c *pkiInitCmd) Run(out *output) error {
 // for with --san is an error rather than kept: a server that clients
 // cannot verify under that name would fail later and less clearly.
 func (c *pkiInitCmd) keep(out *output) (bool, error) {
+	var present, missing []string
 	for _, name := range []string{
 		pki.CACertFile, pki.CAKeyFile, pki.ServerCertFile, pki.ServerKeyFile, pki.ClientCertFile, pki.ClientKeyFile,
 	} {
 		info, err := os.Stat(filepath.Join(c.Certs, name))
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
-			return false, nil // pki.Init makes the set, or names what is in the way
+			missing = append(missing, name)
 		case err != nil:
 			return false, fmt.Errorf("checking %q: %w", filepath.Join(c.Certs, name), err)
 		case !info.Mode().IsRegular():
-			return false, nil
+			return false, nil // pki.Init names what is in the way
+		default:
+			present = append(present, name)
 		}
+	}
+	switch {
+	case len(present) == 0:
+		return false, nil // nothing to keep: pki.Init makes the set
+	case len(missing) > 0:
+		return false, fmt.Errorf("keeping the certificates in %s: the set is partial, missing %s "+
+			"(present: %s); restore what is missing, or pass --force instead of --keep-existing to "+
+			"replace the set", c.Certs, strings.Join(missing, ", "), strings.Join(present, ", "))
 	}
 
 	serverFile := filepath.Join(c.Certs, pki.ServerCertFile)
@@ -239,6 +256,10 @@ func (c *pkiIssueCmd) Run(out *output) error {
 	}
 
 	issued, paths, err := pki.IssueFiles(c.Certs, c.CAKey, pki.Usage(c.Kind), c.Name, sans, c.Force, opts...)
+	var outlives *pki.OutlivesCAError
+	if errors.As(err, &outlives) {
+		return c.outlivesHint(outlives)
+	}
 	if err != nil {
 		return err
 	}
@@ -252,6 +273,27 @@ func (c *pkiIssueCmd) Run(out *output) error {
 	fmt.Fprintf(out.out, "valid %s to %s\n", cert.NotBefore.UTC().Format(time.RFC3339),
 		cert.NotAfter.UTC().Format(time.RFC3339))
 	return nil
+}
+
+// outlivesHint adds to a refused validity the longest --valid-for the CA
+// allows, or, when the CA has already expired, what replaces it.
+func (c *pkiIssueCmd) outlivesHint(err *pki.OutlivesCAError) error {
+	now := time.Now()
+	if !err.CA.NotAfter.After(now) {
+		return fmt.Errorf("%w; the CA itself has expired: make a new PKI with echoloop pki init --force "+
+			"(it replaces the CA and every certificate)", err)
+	}
+	start := now
+	if c.NotBefore != "" {
+		start, _ = parseWhen("--not-before", c.NotBefore, now) // checked in Validate
+	}
+	longest := err.CA.NotAfter.Sub(start).Truncate(time.Hour)
+	if longest <= 0 {
+		return fmt.Errorf("%w; move --not-before before the CA's end", err)
+	}
+	return fmt.Errorf("%w; give --valid-for %s or less, or make a longer-lived CA (echoloop pki init "+
+		"--force --ca-valid-for D, which replaces the CA and every certificate)", err,
+		strings.TrimSuffix(longest.String(), "0m0s"))
 }
 
 type pkiRevokeCmd struct {

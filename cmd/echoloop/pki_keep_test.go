@@ -50,12 +50,15 @@ func TestPKIInitKeepExisting(t *testing.T) {
 		if _, errOut, code := runCommand(t.Context(), "pki", "init", "--certs", certs); code != exitOK {
 			t.Fatal(errOut)
 		}
-		if err := os.Remove(filepath.Join(certs, "client.key")); err != nil {
-			t.Fatal(err)
+		for _, name := range []string{"server.crt", "client.key"} {
+			if err := os.Remove(filepath.Join(certs, name)); err != nil {
+				t.Fatal(err)
+			}
 		}
 		_, errOut, code := runCommand(t.Context(), "pki", "init", "--certs", certs, "--keep-existing")
-		if code != exitFail || !strings.Contains(errOut, "already exist; nothing was written") {
-			t.Errorf("exit %d, stderr %q; want a refusal to complete a partial set", code, errOut)
+		want := "the set is partial, missing server.crt, client.key (present: ca.crt, ca.key, server.key, client.crt)"
+		if code != exitFail || !strings.Contains(errOut, want) || !strings.Contains(errOut, "--force") {
+			t.Errorf("exit %d, stderr %q; want a refusal naming what is missing: %q", code, errOut, want)
 		}
 		if _, err := os.Stat(filepath.Join(certs, "client.key")); err == nil {
 			t.Error("client.key was written into a partial set")

@@ -310,6 +310,12 @@ func TestPKICommandsRefused(t *testing.T) {
 	t.Parallel()
 	certs := t.TempDir()
 	mustRun(t, exitOK, "pki", "init", "--certs", certs)
+	shortLived := t.TempDir()
+	mustRun(t, exitOK, "pki", "init", "--certs", shortLived, "--ca-valid-for", "48h", "--valid-for", "24h")
+	shortCA, err := pki.LoadCertificates(filepath.Join(shortLived, pki.CACertFile))
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	cases := []struct {
 		name     string
@@ -359,6 +365,27 @@ func TestPKICommandsRefused(t *testing.T) {
 			wantCode: exitUsage, wantErr: []string{"--valid-for must be positive"},
 		},
 		{
+			name:     "refused/init with an empty client name",
+			args:     []string{"pki", "init", "--certs", t.TempDir(), "--name", ""},
+			wantCode: exitUsage, wantErr: []string{`--name "" names no one`},
+		},
+		{
+			name:     "refused/a validity past the CA's",
+			args:     []string{"pki", "issue", "client", "c", "--certs", shortLived, "--valid-for", "72h"},
+			wantCode: exitFail, wantErr: []string{"after its CA", "which ends at " +
+				shortCA[0].NotAfter.UTC().Format(time.RFC3339), "give --valid-for 47h or less", "--ca-valid-for"},
+		},
+		{
+			name:     "refused/revoking the CA itself",
+			args:     []string{"pki", "revoke", filepath.Join(certs, pki.CACertFile), "--certs", certs},
+			wantCode: exitFail, wantErr: []string{"cannot revoke itself in its own list", "--cacert"},
+		},
+		{
+			name:     "refused/revoking a file that does not exist",
+			args:     []string{"pki", "revoke", "nosuch.crt", "--certs", certs},
+			wantCode: exitFail, wantErr: []string{`there is no file "nosuch.crt" to revoke`},
+		},
+		{
 			name:     "refused/inspect of a key file",
 			args:     []string{"pki", "inspect", "--certs", certs, filepath.Join(certs, "client.key")},
 			wantCode: exitFail, wantErr: []string{"holds no certificate", "PRIVATE KEY"},
@@ -400,5 +427,39 @@ func TestTaskCertsRewritesTheForceHint(t *testing.T) {
 	}
 	if !strings.Contains(string(taskfile), "sed 's/"+hint+"/") {
 		t.Errorf("the certs task's sed does not rewrite %q, what pki init prints now", hint)
+	}
+}
+
+// TestReissueCommandRuns runs the command that messages about an expired
+// certificate give for init's server certificate, and checks that what it
+// writes covers the same names.
+func TestReissueCommandRuns(t *testing.T) {
+	t.Parallel()
+	certs := t.TempDir()
+	mustRun(t, exitOK, "pki", "init", "--certs", certs, "--san", "api.internal")
+	file := filepath.Join(certs, pki.ServerCertFile)
+	before, err := pki.LoadCertificates(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	fields := strings.Fields(pki.ReissueCommand(file, before[0]))
+	if fields[0] != "echoloop" {
+		t.Fatalf("command %q is not echoloop's", fields)
+	}
+	mustRun(t, exitOK, fields[1:]...)
+
+	after, err := pki.LoadCertificates(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after[0].Equal(before[0]) {
+		t.Fatal("the certificate was not replaced")
+	}
+	if got, want := sanList(after[0]), sanList(before[0]); !slices.Equal(got, want) {
+		t.Errorf("the new server certificate covers %q, want %q", got, want)
+	}
+	if after[0].Subject.CommonName != before[0].Subject.CommonName {
+		t.Errorf("common name %q, want %q", after[0].Subject.CommonName, before[0].Subject.CommonName)
 	}
 }

@@ -9,9 +9,12 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/alecthomas/kong"
 
 	"github.com/echoloop/echoloop/server"
 )
@@ -56,8 +59,8 @@ func serveVars() map[string]string {
 
 // Validate is kong's hook for the checks the flags' types cannot make; it
 // names every flag that is out of range, so one run shows them all.
-func (c *serveCmd) Validate() error {
-	var problems []string
+func (c *serveCmd) Validate(kctx *kong.Context) error {
+	problems := c.policyProblems(kctx)
 	positive := []struct {
 		flag  string
 		value time.Duration
@@ -101,6 +104,35 @@ func (c *serveCmd) Validate() error {
 	return nil
 }
 
+// policyProblems refuses a policy flag that was given but names nothing.
+// Kong reads --allow-cn "" and ECHOLOOP_ALLOW_CN= as no list at all, and no
+// list allows every client of the CA: an unset shell variable in
+// --allow-cn "$CN" would open the server to all of them.
+func (c *serveCmd) policyProblems(kctx *kong.Context) []string {
+	var problems []string
+	for name, values := range map[string][]string{
+		"allow-cn": c.AllowCN, "allow-dns": c.AllowDNS, "allow-uri": c.AllowURI, "allow-ou": c.AllowOU,
+	} {
+		values = trimItems(values)
+		if given(kctx, name) && (len(values) == 0 || slices.Contains(values, "")) {
+			problems = append(problems, fmt.Sprintf("%s has an empty value: give what to allow, or "+
+				"leave it out to allow every client of the CA", flagSource(kctx, name)))
+		}
+	}
+	slices.Sort(problems)
+	return problems
+}
+
+// trimItems trims the spaces around each item, as a comma-separated
+// environment variable (" carol , client ") tends to have them.
+func trimItems(items []string) []string {
+	trimmed := make([]string, 0, len(items))
+	for _, item := range items {
+		trimmed = append(trimmed, strings.TrimSpace(item))
+	}
+	return trimmed
+}
+
 func (c *serveCmd) Run(ctx context.Context, out *output) error {
 	// Call lines are written in batches; warnings and errors at once.
 	logs := server.NewLogWriter(out.err)
@@ -127,10 +159,10 @@ func (c *serveCmd) Run(ctx context.Context, out *output) error {
 		server.WithMetricsAddr(c.MetricsAddr),
 		server.WithCRLFile(c.CRL),
 		server.WithPolicy(server.Policy{
-			CommonNames:         c.AllowCN,
-			DNSNames:            c.AllowDNS,
-			URIs:                c.AllowURI,
-			OrganizationalUnits: c.AllowOU,
+			CommonNames:         trimItems(c.AllowCN),
+			DNSNames:            trimItems(c.AllowDNS),
+			URIs:                trimItems(c.AllowURI),
+			OrganizationalUnits: trimItems(c.AllowOU),
 		}),
 	)
 	srv, err := server.New(opts...)

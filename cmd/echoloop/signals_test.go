@@ -118,6 +118,12 @@ func TestSIGTERMDrainsAndSIGHUPReloads(t *testing.T) {
 	t.Cleanup(func() { _ = serve.Process.Kill() })
 	waitHealthy(t, certs, url)
 
+	// A SIGHUP with nothing changed on disk says so.
+	if err := serve.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitForText(t, logs, `"msg":"certificates unchanged","server.serial":"`)
+
 	// SIGHUP re-reads the files: the new certificate is in use at once.
 	ca, err := pki.LoadAuthority(filepath.Join(certs, pki.CACertFile), filepath.Join(certs, pki.CAKeyFile))
 	if err != nil {
@@ -176,7 +182,63 @@ func TestSIGTERMDrainsAndSIGHUPReloads(t *testing.T) {
 	}
 }
 
-func waitForText(t *testing.T, logs *lockedLog, text string) {
+// TestDrainThatRunsOutCutsCallsAndFails interrupts serve with SIGINT, the
+// other drain signal, while a call outlasts --drain-timeout: the call is
+// cut, and serve says so and exits 1 rather than reporting an interrupt.
+func TestDrainThatRunsOutCutsCallsAndFails(t *testing.T) {
+	t.Parallel()
+	certs := t.TempDir()
+	if _, errOut, code := runCommand(t.Context(), "pki", "init", "--certs", certs); code != exitOK {
+		t.Fatal(errOut)
+	}
+	addr, metricsAddr := freeLoopbackAddr(t), freeLoopbackAddr(t)
+	url := "https://localhost:" + strings.Split(addr, ":")[1]
+
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	logs := &lockedLog{}
+	serve := exec.CommandContext(ctx, echoloopBinary(t), "serve", "--certs", certs, "--addr", addr,
+		"--metrics-addr", metricsAddr, "--log-format", "json", "--drain-timeout", "1s")
+	serve.Stdout, serve.Stderr = io.Discard, logs
+	if err := serve.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = serve.Process.Kill() })
+	waitHealthy(t, certs, url)
+
+	done := make(chan int, 1)
+	go func() {
+		_, _, code := runCommand(ctx, "call", "--certs", certs, "--url", url, "--delay", "4s", "--timeout", "30s")
+		done <- code
+	}()
+	waitForInFlight(t, metricsAddr, 1)
+	if err := serve.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+
+	err := serve.Wait()
+	if code := serve.ProcessState.ExitCode(); code != exitFail {
+		t.Errorf("serve after a drain that ran out: %v, want exit %d\n%s", err, exitFail, logs.String())
+	}
+	if code := <-done; code == exitOK {
+		t.Error("the call that outlasted the drain succeeded; want it cut")
+	}
+	out := logs.String()
+	for _, want := range []string{
+		`"msg":"drain timed out; calls still in flight were cut","timeout":1000000000,"calls_cut":1}`,
+		"\necholoop: server: the drain timed out after 1s: 1 call was still in flight and cut\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("serve's output lacks %s:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "interrupted") {
+		t.Errorf("serve reported an interrupt for the drain it was asked for:\n%s", out)
+	}
+}
+
+// waitForText polls logs, which serve writes in batches, until they hold text.
+func waitForText(t *testing.T, logs fmt.Stringer, text string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(logs.String(), text) {
