@@ -283,6 +283,8 @@ type Server struct {
 	inFlight    atomic.Int64 // calls being answered; the calls-in-flight gauge reads it
 	metricsAddr atomic.Value // string: where the plain metrics listener is bound
 	handler     http.Handler
+	serving     chan struct{} // closed once Serve is ready; see Serving
+	servingOnce sync.Once
 }
 
 // New builds a server from its options; it does not listen yet.
@@ -307,9 +309,10 @@ func New(opts ...Option) (*Server, error) {
 	}
 
 	s := &Server{
-		opts:   o,
-		log:    o.log,
-		health: grpchealth.NewStaticChecker(echov1connect.EchoServiceName),
+		opts:    o,
+		log:     o.log,
+		health:  grpchealth.NewStaticChecker(echov1connect.EchoServiceName),
+		serving: make(chan struct{}),
 	}
 	s.metrics = newMetrics(s)
 	s.base = s.baseTLSConfig()
@@ -497,10 +500,12 @@ func (s *Server) verifyConnection(state tls.ConnectionState) error {
 // watch re-reads credential files and the revocation list when they change.
 func (s *Server) watch(ctx context.Context) error {
 	if s.crls != nil {
-		s.refreshCRL(true) // logs what is in force
 		if err := watchFiles(ctx, s.log, []string{s.crls.path}, s.reloadCRL); err != nil {
 			return fmt.Errorf("server: watching %s: %w", s.crls.path, err)
 		}
+		// Read after the watch is set, so that a list written in between
+		// is either read here or raises an event.
+		s.refreshCRL(true) // logs what is in force
 	}
 	if f := s.opts.files; f != nil {
 		reload := func() { _ = s.reloadCredentials(false) } // logged inside
@@ -512,6 +517,12 @@ func (s *Server) watch(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Serving returns a channel that is closed once Serve has read the
+// revocation list, set its file watches and turned health to SERVING: a
+// file changed after that is seen. Connections made before then wait in
+// the listener's backlog.
+func (s *Server) Serving() <-chan struct{} { return s.serving }
 
 // Handler returns the handler behind the port. It expects requests that
 // arrived on a connection made by [Server.Serve]; elsewhere Echo answers
@@ -566,6 +577,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.log.Info("policy", s.opts.policy.logAttrs()...)
 	s.log.Info("serving", KeyAddr, ln.Addr().String(),
 		KeyTLSVersion+".min", tls.VersionName(s.opts.minVersion))
+	s.servingOnce.Do(func() { close(s.serving) })
 
 	served := make(chan error, 1)
 	go func() { served <- httpServer.Serve(tlsListener) }()

@@ -138,6 +138,18 @@ func (s *Server) start(tb testing.TB, opts []server.Option) {
 	s.Server = srv
 	s.URL = "https://" + ln.Addr().String()
 	s.Addr = ln.Addr().String()
+
+	// The port takes connections into its backlog at once, but the file
+	// watches are set only once Serve runs; a test that changes a file
+	// straight away must find them in place.
+	select {
+	case <-srv.Serving():
+	case err := <-served:
+		served <- err // for Stop
+		tb.Fatalf("the server stopped before serving: %v", err)
+	case <-time.After(10 * time.Second):
+		tb.Fatal("the server was not serving within 10s")
+	}
 }
 
 // Stop drains and stops the server before the test ends, and returns what
