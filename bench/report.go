@@ -444,9 +444,9 @@ func writeAnalysis(out *strings.Builder, r *results) {
 			ratio(http[0], http[1], cpuPerCall))
 		w("echoloop keeps the transcoder on purpose: REST mapping is a library's job, and the same rule\n")
 		w("set grows to other routes and verbs without new code. A hand-written rewrite of the path onto\n")
-		w("the Connect handler measured about 1.15× bare connect-go's JSON call in these runs; cheaper\n")
-		w("still would be encoding the peer's part of the answer once per connection, which protojson\n")
-		w("cannot do and a hand-written encoder could.\n\n")
+		w("the Connect handler measured about 1.15× bare connect-go's JSON call in earlier runs of this\n")
+		w("suite; cheaper still would be encoding the peer's part of the answer once per connection,\n")
+		w("which protojson cannot do and a hand-written encoder could.\n\n")
 	}
 	if r.full != nil {
 		e, t := r.full[0], r.full[1]
