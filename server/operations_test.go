@@ -400,28 +400,7 @@ func TestKubernetesStyleSymlinkSwap(t *testing.T) {
 		}
 	}
 	// Serve from the links, as a pod would.
-	viaLinks, err := server.New(
-		server.WithCredentialFiles(filepath.Join(root, pki.ServerCertFile), filepath.Join(root, pki.ServerKeyFile),
-			filepath.Join(root, pki.CACertFile)),
-		server.WithLogger(slog.New(slog.DiscardHandler)),
-	)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	served := make(chan error, 1)
-	go func() { served <- viaLinks.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-served; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
-	linkedSrv := &servertest.Server{Addr: ln.Addr().String(), URL: "https://" + ln.Addr().String()}
+	linkedSrv := serveCredentialFiles(t, root)
 	before := presentedSerial(t, linkedSrv, []*pki.Authority{srv.CA}, srv.Client) // serving, and watching
 	if before != pki.SerialHex(srv.ServerCert.Certificate) {
 		t.Fatalf("serving serial %s through the links, want %s", before, pki.SerialHex(srv.ServerCert.Certificate))
@@ -452,6 +431,61 @@ func TestKubernetesStyleSymlinkSwap(t *testing.T) {
 
 	want := pki.SerialHex(next.Certificate)
 	waitFor(t, "the swapped certificate is presented", func() bool {
+		return presentedSerial(t, linkedSrv, []*pki.Authority{srv.CA}, srv.Client) == want
+	})
+}
+
+// serveCredentialFiles starts a server on the credential files in dir,
+// logging nothing, until the test ends.
+func serveCredentialFiles(t *testing.T, dir string) *servertest.Server {
+	t.Helper()
+	srv, err := server.New(
+		server.WithCredentialFiles(filepath.Join(dir, pki.ServerCertFile), filepath.Join(dir, pki.ServerKeyFile),
+			filepath.Join(dir, pki.CACertFile)),
+		server.WithLogger(slog.New(slog.DiscardHandler)),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	<-srv.Serving()
+	return &servertest.Server{Addr: ln.Addr().String(), URL: "https://" + ln.Addr().String()}
+}
+
+func TestLinksIntoAnotherDirectoryFollowTheirTargets(t *testing.T) {
+	t.Parallel()
+	// The files live in one directory and the server is given links to
+	// them from another, as with /etc/ssl/private pointing into a
+	// certificate manager's store; a rewrite raises events only there.
+	store := t.TempDir()
+	srv := servertest.StartWithFiles(t, store)
+	links := t.TempDir()
+	for _, name := range []string{pki.CACertFile, pki.ServerCertFile, pki.ServerKeyFile} {
+		if err := os.Symlink(filepath.Join(store, name), filepath.Join(links, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	linkedSrv := serveCredentialFiles(t, links)
+
+	next, err := srv.CA.IssueServer(pki.DefaultServerNames)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.WriteServerCertificate(t, next)
+	want := pki.SerialHex(next.Certificate)
+	waitFor(t, "the certificate rewritten behind the links is presented", func() bool {
 		return presentedSerial(t, linkedSrv, []*pki.Authority{srv.CA}, srv.Client) == want
 	})
 }
