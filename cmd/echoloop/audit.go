@@ -14,6 +14,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/alecthomas/kong"
+
 	"github.com/echoloop/echoloop/client"
 	"github.com/echoloop/echoloop/pki"
 )
@@ -26,9 +28,10 @@ type signerFlags struct {
 	CAKey  string `name:"ca-key" placeholder:"FILE" help:"The key of --ca-cert; without --ca-cert, the root CA's key when it is not DIR/ca.key."`
 }
 
-func (f signerFlags) validate() error {
+func (f signerFlags) validate(kctx *kong.Context) error {
 	if f.CACert != "" && f.CAKey == "" {
-		return errors.New("--ca-cert needs --ca-key: minting fixtures takes the CA's key")
+		return fmt.Errorf("%s needs --ca-key: minting fixtures takes the CA's key",
+			flagSource(kctx, "ca-cert"))
 	}
 	return nil
 }
@@ -47,7 +50,8 @@ type pkiFixturesCmd struct {
 	Force bool   `help:"Replace existing files."`
 }
 
-func (c *pkiFixturesCmd) Validate() error { return c.signerFlags.validate() }
+// Validate is kong's hook for checks its types cannot make.
+func (c *pkiFixturesCmd) Validate(kctx *kong.Context) error { return c.signerFlags.validate(kctx) }
 
 func (c *pkiFixturesCmd) Run(out *output) error {
 	signer, err := c.signer()
@@ -115,29 +119,32 @@ type auditCmd struct {
 	JSON       bool          `name:"json" help:"Print the report as one JSON object."`
 }
 
-func (c *auditCmd) Validate() error {
-	if err := c.signerFlags.validate(); err != nil {
+// Validate is kong's hook for checks its types cannot make.
+func (c *auditCmd) Validate(kctx *kong.Context) error {
+	flag := func(name string) string { return flagSource(kctx, name) }
+	if err := c.signerFlags.validate(kctx); err != nil {
 		return err
 	}
 	if c.Fixtures != "" && c.CACert != "" {
-		return errors.New("--fixtures and --ca-cert exclude each other: either try fixtures made elsewhere, " +
-			"or mint them with a CA")
+		return fmt.Errorf("%s and %s exclude each other: either try fixtures made elsewhere, "+
+			"or mint them with a CA", flag("fixtures"), flag("ca-cert"))
 	}
 	if c.Timeout <= 0 {
-		return fmt.Errorf("--timeout must be positive, got %s", c.Timeout)
+		return fmt.Errorf("%s must be positive, got %s", flag("timeout"), c.Timeout)
 	}
 	if _, err := c.protocols(); err != nil {
-		return err
+		return fmt.Errorf("%s: %w", flag("protocol"), err)
 	}
 	if c.Call != "" && (!strings.HasPrefix(c.Call, "/") || strings.Count(c.Call, "/") != 2) {
-		return fmt.Errorf("--call %q is not of the form /package.Service/Method", c.Call)
+		return fmt.Errorf("%s %q is not of the form /package.Service/Method", flag("call"), c.Call)
 	}
 	if !strings.HasPrefix(c.Path, "/") {
-		return fmt.Errorf("--path %q does not start with /", c.Path)
+		return fmt.Errorf("%s %q does not start with /", flag("path"), c.Path)
 	}
-	// New makes no connection: this checks the URL's form only.
-	_, err := client.New(c.URL)
-	return err
+	if err := client.CheckURL(c.URL); err != nil {
+		return fmt.Errorf("%s %w", flag("url"), err)
+	}
+	return nil
 }
 
 // protocols reads --protocol into the protocols to try, in echoloop's order.
@@ -151,7 +158,7 @@ func (c *auditCmd) protocols() ([]client.Protocol, error) {
 			}
 			p, err := client.ParseProtocol(name)
 			if err != nil {
-				return nil, fmt.Errorf("--protocol: %w", err)
+				return nil, err
 			}
 			chosen = append(chosen, p)
 		}
@@ -170,8 +177,8 @@ func (c *auditCmd) protocols() ([]client.Protocol, error) {
 const mintedCRLNote = "the server cannot hold the revocation list this run made: write fixtures with " +
 	"`echoloop pki fixtures`, load their revoked.crl on the server, and audit with --fixtures"
 
-func (c *auditCmd) Run(ctx context.Context, out *output) error {
-	fixtures, err := c.fixtures()
+func (c *auditCmd) Run(ctx context.Context, kctx *kong.Context, out *output) error {
+	fixtures, err := c.fixtures(kctx)
 	if err != nil {
 		return err
 	}
@@ -209,9 +216,17 @@ func (c *auditCmd) Run(ctx context.Context, out *output) error {
 }
 
 // fixtures reads --fixtures, or mints a set with the CA.
-func (c *auditCmd) fixtures() (*pki.Fixtures, error) {
+func (c *auditCmd) fixtures(kctx *kong.Context) (*pki.Fixtures, error) {
 	if c.Fixtures != "" {
-		return pki.LoadFixtures(c.Fixtures)
+		set, err := pki.LoadFixtures(c.Fixtures)
+		if err != nil {
+			// A directory that holds no readable set is a mistake in the
+			// command line, not a verdict on the server: exit 2, not 1.
+			err = fmt.Errorf("%s %s holds no fixtures audit can read: %w; write a set with "+
+				"`echoloop pki fixtures --out %s`", flagSource(kctx, "fixtures"), c.Fixtures, err, c.Fixtures)
+			return nil, usageError{err: err, command: "audit "}
+		}
+		return set, nil
 	}
 	signer, err := c.signer()
 	if err != nil {

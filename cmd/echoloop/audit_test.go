@@ -204,3 +204,34 @@ func TestAuditMistakesAreUsageErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestAuditUnreadableFixturesAreUsageErrors(t *testing.T) {
+	t.Parallel()
+	broken := t.TempDir()
+	if err := os.WriteFile(filepath.Join(broken, pki.ManifestFile), []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	empty := t.TempDir()
+	if err := os.WriteFile(filepath.Join(empty, pki.ManifestFile), []byte(`{"fixtures":[]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(t.TempDir(), "nope")
+	cases := []struct {
+		name, dir, want string
+	}{
+		{"refused/no such directory", missing, filepath.Join(missing, pki.ManifestFile)},
+		{"refused/a manifest that does not parse", broken, "does not parse"},
+		{"refused/a manifest that lists nothing", empty, "lists no fixtures"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, errOut, code := runCommand(auditContext(t), "audit", "--fixtures", tc.dir)
+			if code != exitUsage || !strings.Contains(errOut, tc.want) ||
+				!strings.Contains(errOut, "echoloop pki fixtures --out "+tc.dir) {
+				t.Errorf("exit %d, stderr %q; want %d, %q and how to write fixtures", code, errOut,
+					exitUsage, tc.want)
+			}
+		})
+	}
+}

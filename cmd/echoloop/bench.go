@@ -3,9 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"sort"
 	"strings"
@@ -33,7 +33,7 @@ type benchCmd struct {
 	Duration             time.Duration `help:"How long to call (default 10s, or until --requests are made)."`
 	Requests             int64         `placeholder:"N" help:"Calls to make (per protocol); with --duration, whichever comes first."`
 	MessageSize          int           `default:"64" placeholder:"BYTES" help:"Length of the message echoed."`
-	Rate                 float64       `placeholder:"PER_SECOND" help:"Start this many calls a second whatever the answers (open loop); latency counts from when a call was due."`
+	Rate                 float64       `placeholder:"PER_SECOND" help:"Start this many calls a second whatever the answers (open loop); latency counts from when a call was due. Leave it out for a closed loop."`
 	NewConnectionPerCall bool          `help:"Make every call on a new connection, TLS handshake included: a benchmark of handshakes."`
 	Resume               bool          `help:"With --new-connection-per-call, resume TLS sessions from the server's tickets instead of full handshakes."`
 	JSON                 bool          `name:"json" help:"Print one JSON object per protocol instead of the table."`
@@ -41,29 +41,35 @@ type benchCmd struct {
 
 // Validate is kong's hook for checks its types cannot make.
 func (c *benchCmd) Validate(kctx *kong.Context) error {
+	flag := func(name string) string { return flagSource(kctx, name) }
 	switch {
 	case c.Concurrency < 1:
-		return fmt.Errorf("--concurrency must be at least 1, got %d", c.Concurrency)
+		return fmt.Errorf("%s must be at least 1, got %d", flag("concurrency"), c.Concurrency)
 	case c.Connections < 1:
-		return fmt.Errorf("--connections must be at least 1, got %d", c.Connections)
+		return fmt.Errorf("%s must be at least 1, got %d", flag("connections"), c.Connections)
 	case c.NewConnectionPerCall && c.Connections != 1:
-		return errors.New("--connections and --new-connection-per-call contradict each other: " +
-			"every call makes its own connection; drop --connections")
+		return fmt.Errorf("%s and %s contradict each other: every call makes its own connection; "+
+			"drop %[1]s", flag("connections"), flag("new-connection-per-call"))
 	case c.Resume && !c.NewConnectionPerCall:
-		return errors.New("--resume needs --new-connection-per-call: a kept connection has nothing to resume")
+		return fmt.Errorf("%s needs --new-connection-per-call: a kept connection has nothing to resume",
+			flag("resume"))
 	// Zero means "not given" to the run, which would then call for the
 	// default 10s: a zero given on purpose is refused instead.
 	case c.Duration < 0 || (c.Duration == 0 && given(kctx, "duration")):
 		return fmt.Errorf("%s must be positive, got %s; leave it out for %s, or give --requests alone",
-			flagSource(kctx, "duration"), c.Duration, defaultBenchDuration)
+			flag("duration"), c.Duration, defaultBenchDuration)
 	case c.Requests < 0 || (c.Requests == 0 && given(kctx, "requests")):
 		return fmt.Errorf("%s must be at least 1, got %d; leave it out to call for --duration",
-			flagSource(kctx, "requests"), c.Requests)
+			flag("requests"), c.Requests)
 	case c.MessageSize < 0 || c.MessageSize > server.DefaultMaxMessageBytes/2:
-		return fmt.Errorf("--message-size must be between 0 and %d bytes, got %d",
-			server.DefaultMaxMessageBytes/2, c.MessageSize)
-	case c.Rate < 0:
-		return fmt.Errorf("--rate must be positive, got %g", c.Rate)
+		return fmt.Errorf("%s must be between 0 and %d bytes, got %d",
+			flag("message-size"), server.DefaultMaxMessageBytes/2, c.MessageSize)
+	// The run reads zero as "no rate", a closed loop: a zero given on
+	// purpose more likely meant a rate than no rate at all. ParseFloat
+	// also takes NaN and Inf, which are no rate either.
+	case given(kctx, "rate") && (c.Rate <= 0 || math.IsNaN(c.Rate) || math.IsInf(c.Rate, 0)):
+		return fmt.Errorf("%s must be positive, got %g; leave it out for a closed loop, each call "+
+			"started as one ends", flag("rate"), c.Rate)
 	}
 	return c.validate(kctx)
 }

@@ -97,6 +97,18 @@ func TestBench(t *testing.T) {
 	}
 }
 
+func TestBenchRefusesARateThatIsNoRate(t *testing.T) {
+	t.Parallel()
+	for _, rate := range []string{"0", "-5", "NaN", "Inf"} {
+		_, errOut, code := runCommand(t.Context(), "bench", "--rate", rate)
+		if code != exitUsage || !strings.Contains(errOut, "--rate must be positive") ||
+			!strings.Contains(errOut, "leave it out for a closed loop") {
+			t.Errorf("--rate %s: exit %d, stderr %q; want a usage error pointing to the closed loop",
+				rate, code, errOut)
+		}
+	}
+}
+
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return lines[len(lines)-1]

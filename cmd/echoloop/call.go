@@ -44,28 +44,35 @@ type callCmd struct {
 // checks the server's bounds on delays and streams, so that a mistake names
 // its flag instead of coming back from the server as invalid_argument.
 func (c *callCmd) Validate(kctx *kong.Context) error {
+	flag := func(name string) string { return flagSource(kctx, name) }
 	stream := given(kctx, "stream")
 	streaming := stream || c.Chat
+	// The streaming call in use, for messages about it.
+	call := flag("stream")
+	if c.Chat {
+		call = flag("chat")
+	}
 	switch {
 	case stream && c.Chat:
-		return errors.New("--stream and --chat are different calls: choose one")
+		return fmt.Errorf("%s and %s are different calls: choose one", flag("stream"), flag("chat"))
 	case streaming && (c.Protocol == "all" || c.Protocol == "http"):
-		return fmt.Errorf("--stream and --chat take one RPC protocol (connect, grpc or grpc-web), not %s", c.Protocol)
+		return fmt.Errorf("%s takes one RPC protocol (connect, grpc or grpc-web), not %s %s",
+			call, flag("protocol"), c.Protocol)
 	case streaming && c.ExpectRefusal:
-		return errors.New("--expect-refusal checks unary calls only")
+		return fmt.Errorf("%s checks unary calls only, not %s", flag("expect-refusal"), call)
 	case streaming && c.Delay != 0:
-		return fmt.Errorf("%s applies to unary calls, not to --stream or --chat: leave it out, "+
-			"or use --interval to pace a stream", flagSource(kctx, "delay"))
+		return fmt.Errorf("%s applies to unary calls, not to %s: leave it out, "+
+			"or use --interval to pace a stream", flag("delay"), call)
 	case stream && (c.Stream < 1 || c.Stream > server.MaxStreamCount):
 		return fmt.Errorf("%s must be between 1 and %d (the server's limit), got %d; leave it out "+
-			"for a unary call", flagSource(kctx, "stream"), server.MaxStreamCount, c.Stream)
+			"for a unary call", flag("stream"), server.MaxStreamCount, c.Stream)
 	case stream && (c.Interval < 0 || c.Interval > server.MaxStreamInterval):
 		return fmt.Errorf("%s must be between 0s and %s (the server's limit), got %s",
-			flagSource(kctx, "interval"), server.MaxStreamInterval, c.Interval)
+			flag("interval"), server.MaxStreamInterval, c.Interval)
 	case c.Delay < 0:
-		return fmt.Errorf("%s must not be negative, got %s", flagSource(kctx, "delay"), c.Delay)
+		return fmt.Errorf("%s must not be negative, got %s", flag("delay"), c.Delay)
 	case c.Delay > server.MaxDelay:
-		return fmt.Errorf("%s %s is over the server's limit of %s", flagSource(kctx, "delay"), c.Delay,
+		return fmt.Errorf("%s %s is over the server's limit of %s", flag("delay"), c.Delay,
 			server.MaxDelay)
 	}
 	return c.validate(kctx)
@@ -199,8 +206,13 @@ func (c *callCmd) chat(ctx context.Context, cl *client.Client, out *output) erro
 	go func() {
 		defer close(lines)
 		scanner := bufio.NewScanner(out.in)
-		scanner.Buffer(make([]byte, 0, 64<<10), 1<<20)
+		// Room for the line ending too: a line of maxChatLine bytes fits.
+		scanner.Buffer(make([]byte, 0, 64<<10), maxChatLine+len("\r\n"))
 		for scanner.Scan() {
+			if len(scanner.Bytes()) > maxChatLine {
+				readErr <- bufio.ErrTooLong
+				return
+			}
 			select {
 			case lines <- scanner.Text():
 			case <-ctx.Done():
@@ -239,6 +251,11 @@ func (c *callCmd) chat(ctx context.Context, cl *client.Client, out *output) erro
 	// The stream ended cleanly, so the reader has finished and said how.
 	select {
 	case err := <-readErr:
+		if errors.Is(err, bufio.ErrTooLong) {
+			return fmt.Errorf("a line of standard input is longer than %d bytes (%d MiB), the "+
+				"largest message the server takes by default (--max-message-bytes): split it, or "+
+				"send it with call --message", maxChatLine, maxChatLine>>20)
+		}
 		if err != nil {
 			return fmt.Errorf("reading standard input: %w", err)
 		}
@@ -246,6 +263,10 @@ func (c *callCmd) chat(ctx context.Context, cl *client.Client, out *output) erro
 	}
 	return nil
 }
+
+// maxChatLine is the longest line --chat reads: a longer one is more than a
+// server with the default --max-message-bytes takes in one message.
+const maxChatLine = server.DefaultMaxMessageBytes
 
 // errNoEcho ends a chat whose server left a message unanswered for longer
 // than --timeout.

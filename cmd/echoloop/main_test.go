@@ -169,6 +169,85 @@ func TestMistakesInTheEnvironmentNameTheVariable(t *testing.T) {
 	}
 }
 
+// TestEveryCheckNamesTheVariable covers the checks each command makes of
+// its own flags: a value from the environment is blamed on its variable,
+// the same value typed is blamed on the flag. It is not parallel: it sets
+// the process environment.
+func TestEveryCheckNamesTheVariable(t *testing.T) {
+	cases := []struct {
+		env, value string
+		args       []string
+		want       string
+	}{
+		{"ECHOLOOP_MAX_MESSAGE_BYTES", "0", []string{"serve"}, "_MAX_MESSAGE_BYTES must be between 1 and"},
+		{"ECHOLOOP_ADDR", "nonsense", []string{"serve"}, `_ADDR "nonsense" is not HOST:PORT`},
+		{"ECHOLOOP_ADDR", "127.0.0.1:99999", []string{"serve"}, `_ADDR "127.0.0.1:99999" has port 99999`},
+		{"ECHOLOOP_DRAIN_TIMEOUT", "0s", []string{"serve"}, "_DRAIN_TIMEOUT must be positive"},
+		{"ECHOLOOP_MAX_CONNECTIONS", "0", []string{"serve"}, "_MAX_CONNECTIONS must be positive"},
+		{"ECHOLOOP_HANDSHAKE_TIMEOUT", "0s", []string{"serve"}, "_HANDSHAKE_TIMEOUT must be positive"},
+		{"ECHOLOOP_MAX_HEADER_BYTES", "10", []string{"serve"}, "_MAX_HEADER_BYTES must be at least 1024"},
+		{"ECHOLOOP_MAX_CONCURRENT_STREAMS", "0", []string{"serve"}, "_MAX_CONCURRENT_STREAMS must be positive"},
+		{"ECHOLOOP_IDLE_TIMEOUT", "0s", []string{"serve"}, "_IDLE_TIMEOUT must be positive"},
+		{"ECHOLOOP_READ_HEADER_TIMEOUT", "0s", []string{"serve"}, "_READ_HEADER_TIMEOUT must be positive"},
+		{"ECHOLOOP_RATE", "0", []string{"bench"}, "_RATE must be positive"},
+		{"ECHOLOOP_CONCURRENCY", "0", []string{"bench"}, "_CONCURRENCY must be at least 1"},
+		{"ECHOLOOP_MESSAGE_SIZE", "-1", []string{"bench"}, "_MESSAGE_SIZE must be between 0 and"},
+		{"ECHOLOOP_VALID_FOR", "0s", []string{"pki", "init"}, "_VALID_FOR must be positive"},
+		{"ECHOLOOP_VALID_FOR", "0s", []string{"pki", "issue", "client", "x"}, "_VALID_FOR must be positive"},
+		{"ECHOLOOP_NOT_BEFORE", "soon", []string{"pki", "issue", "client", "x"}, `_NOT_BEFORE "soon" is neither`},
+		{"ECHOLOOP_SAN", "", []string{"pki", "init"}, "_SAN has an empty value"},
+		{"ECHOLOOP_PATH", "v1", []string{"audit"}, `_PATH "v1" does not start with /`},
+		{"ECHOLOOP_STREAM", "1", []string{"call", "--protocol", "http"}, "_STREAM takes one RPC protocol"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.env+"="+tc.value, func(t *testing.T) {
+			t.Setenv(tc.env, tc.value)
+			// Kong names a variable's value as the flag, and the check
+			// does not know where the value came from: the variable is
+			// named only if the check asks.
+			_, errOut, code := runCommand(t.Context(), tc.args...)
+			if code != exitUsage || !strings.Contains(errOut, "ECHOLOOP"+tc.want) {
+				t.Errorf("exit %d, stderr %q; want %d and %q", code, errOut, exitUsage, "ECHOLOOP"+tc.want)
+			}
+			flag := "--" + strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(tc.env, "ECHOLOOP_")), "_", "-")
+			_, errOut, code = runCommand(t.Context(), append(tc.args, flag+"="+tc.value)...)
+			if code != exitUsage || strings.Contains(errOut, tc.env) || !strings.Contains(errOut, flag) {
+				t.Errorf("%s=%s: exit %d, stderr %q; want it to blame %s, not the variable", flag, tc.value,
+					code, errOut, flag)
+			}
+		})
+	}
+}
+
+func TestServeChecksItsAddressesAtStart(t *testing.T) {
+	t.Parallel()
+	addr := freeLoopbackAddr(t)
+	_, port, _ := net.SplitHostPort(addr)
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"refused/port out of range", []string{"--addr", "127.0.0.1:99999"},
+			`--addr "127.0.0.1:99999" has port 99999, outside 0 to 65535`},
+		{"refused/metrics port out of range", []string{"--metrics-addr", ":70000"},
+			`--metrics-addr ":70000" has port 70000`},
+		{"refused/metrics on the serving address", []string{"--addr", addr, "--metrics-addr", addr},
+			"are the same port: the metrics listener needs a port of its own"},
+		{"refused/metrics on the serving port of every interface",
+			[]string{"--addr", ":" + port, "--metrics-addr", ":" + port}, "are the same port"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, errOut, code := runCommand(t.Context(), append([]string{"serve", "--certs", t.TempDir()}, tc.args...)...)
+			if code != exitUsage || !strings.Contains(errOut, tc.want) {
+				t.Errorf("exit %d, stderr %q; want %d and %q", code, errOut, exitUsage, tc.want)
+			}
+		})
+	}
+}
+
 // TestServePolicyFromTheEnvironment is not parallel: it sets the process
 // environment.
 func TestServePolicyFromTheEnvironment(t *testing.T) {
@@ -700,8 +779,18 @@ func TestCallStreamAndChat(t *testing.T) {
 		t.Errorf("chat printed:\n%s", out)
 	}
 
+	// Lines past bufio's usual 64 KiB and the former 1 MiB cap go through;
+	// one past the server's default message limit stops the chat, named.
+	long := strings.Repeat("a", 2<<20)
+	out, errOut, code = runWithInput(t.Context(), "first\n"+long+"\n"+strings.Repeat("b", maxChatLine+1)+"\n",
+		"call", "--certs", certs, "--url", url, "--protocol", "grpc", "--chat", "--json")
+	if code != exitFail || !strings.Contains(errOut, "longer than 4194304 bytes (4 MiB)") ||
+		!strings.Contains(out, long) {
+		t.Errorf("chat with long lines: exit %d, stderr %q, %d bytes printed", code, errOut, len(out))
+	}
+
 	_, errOut, code = runCommand(t.Context(), "call", "--certs", certs, "--url", url, "--protocol", "http", "--stream", "2")
-	if code != exitUsage || !strings.Contains(errOut, "take one RPC protocol") {
+	if code != exitUsage || !strings.Contains(errOut, "--stream takes one RPC protocol") {
 		t.Errorf("stream over http: exit %d, %q", code, errOut)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math/big"
 	"os"
 	"path/filepath"
 	"slices"
@@ -51,25 +52,30 @@ type pkiInitCmd struct {
 	KeepExisting bool `xor:"existing" help:"When --certs already holds every file, keep them, write nothing and succeed; a partial set is still refused."`
 }
 
-// Validate refuses validity periods that are not positive, and an empty
-// client name. pki.Init reads a zero as "the default", which would quietly
-// turn --ca-valid-for 0s into ten years, and --name "" into "client".
+// Validate refuses validity periods that are not positive, an empty
+// client name and an empty --san. pki.Init reads a zero as "the default",
+// which would quietly turn --ca-valid-for 0s into ten years, and --name ""
+// into "client".
 func (c *pkiInitCmd) Validate(kctx *kong.Context) error {
 	if strings.TrimSpace(c.Name) == "" {
 		return fmt.Errorf("%s %q names no one: give the client certificate's common name, or leave "+
 			"it out for \"client\"", flagSource(kctx, "name"), c.Name)
 	}
+	if err := checkSANs(kctx, c.SAN); err != nil {
+		return err
+	}
 	var problems []string
 	for _, v := range []struct {
-		flag  string
+		name  string
 		value time.Duration
-	}{{"--ca-valid-for", c.CAValidFor}, {"--valid-for", c.ValidFor}} {
+	}{{"ca-valid-for", c.CAValidFor}, {"valid-for", c.ValidFor}} {
 		if v.value <= 0 {
-			problems = append(problems, fmt.Sprintf("%s must be positive, got %s", v.flag, v.value))
+			problems = append(problems, fmt.Sprintf("%s must be positive, got %s",
+				flagSource(kctx, v.name), v.value))
 		}
 	}
-	for flag, value := range map[string]string{"--ca-not-before": c.CANotBefore, "--not-before": c.NotBefore} {
-		if _, err := parseWhen(flag, value, time.Now()); err != nil {
+	for name, value := range map[string]string{"ca-not-before": c.CANotBefore, "not-before": c.NotBefore} {
+		if _, err := parseWhen(flagSource(kctx, name), value, time.Now()); err != nil {
 			problems = append(problems, err.Error())
 		}
 	}
@@ -81,9 +87,20 @@ func (c *pkiInitCmd) Validate(kctx *kong.Context) error {
 	return nil
 }
 
-func (c *pkiInitCmd) Run(out *output) error {
+// checkSANs refuses an empty --san. Kong reads --san "" as no value at all,
+// so the flag would be dropped without a word, and the certificate would
+// lack the name the user meant to give, most likely from an unset variable.
+func checkSANs(kctx *kong.Context, sans []string) error {
+	if given(kctx, "san") && (len(sans) == 0 || slices.Contains(trimItems(sans), "")) {
+		return fmt.Errorf("%s has an empty value: give a name, or leave it out",
+			flagSource(kctx, "san"))
+	}
+	return nil
+}
+
+func (c *pkiInitCmd) Run(kctx *kong.Context, out *output) error {
 	if c.KeepExisting {
-		kept, err := c.keep(out)
+		kept, err := c.keep(kctx, out)
 		if err != nil || kept {
 			return err
 		}
@@ -129,10 +146,14 @@ func (c *pkiInitCmd) Run(out *output) error {
 }
 
 // keep reports whether --certs already holds the whole set, so that there
-// is nothing to write. A set whose server certificate lacks a name asked
-// for with --san is an error rather than kept: a server that clients
-// cannot verify under that name would fail later and less clearly.
-func (c *pkiInitCmd) keep(out *output) (bool, error) {
+// is nothing to write. A set that differs from what the flags ask for (a
+// server certificate without a --san name, a client certificate for
+// another --name, keys of another --key-type) is an error rather than
+// kept: a certificate other than the one asked for would fail later and
+// less clearly. --name and --key-type are compared only when given: their
+// defaults say nothing of what the user wants, and a set made with other
+// values is still kept by a command that names none.
+func (c *pkiInitCmd) keep(kctx *kong.Context, out *output) (bool, error) {
 	var present, missing []string
 	for _, name := range []string{
 		pki.CACertFile, pki.CAKeyFile, pki.ServerCertFile, pki.ServerKeyFile, pki.ClientCertFile, pki.ClientKeyFile,
@@ -158,22 +179,55 @@ func (c *pkiInitCmd) keep(out *output) (bool, error) {
 			"replace the set", c.Certs, strings.Join(missing, ", "), strings.Join(present, ", "))
 	}
 
-	serverFile := filepath.Join(c.Certs, pki.ServerCertFile)
-	certs, err := pki.LoadCertificates(serverFile)
-	if err != nil {
-		return false, err
+	const replace = "pass --force instead of --keep-existing to replace the set"
+	kept := map[string]*x509.Certificate{}
+	for _, name := range []string{pki.CACertFile, pki.ServerCertFile, pki.ClientCertFile} {
+		certs, err := pki.LoadCertificates(filepath.Join(c.Certs, name))
+		if err != nil {
+			return false, err
+		}
+		kept[name] = certs[0]
 	}
-	server := certs[0]
+
+	serverFile := filepath.Join(c.Certs, pki.ServerCertFile)
+	server := kept[pki.ServerCertFile]
 	for _, name := range c.SAN {
 		if server.VerifyHostname(name) != nil {
-			return false, fmt.Errorf("keeping %q: it does not cover %q, asked for with --san (it covers: %s); "+
-				"pass --force instead of --keep-existing to replace the set", serverFile, name,
-				strings.Join(sanList(server), ", "))
+			return false, fmt.Errorf("keeping %q: it does not cover %q, asked for with %s "+
+				"(it covers: %s); %s", serverFile, name, flagSource(kctx, "san"),
+				strings.Join(sanList(server), ", "), replace)
+		}
+	}
+	clientFile := filepath.Join(c.Certs, pki.ClientCertFile)
+	if cn := kept[pki.ClientCertFile].Subject.CommonName; given(kctx, "name") && cn != c.Name {
+		return false, fmt.Errorf("keeping %q: it is for CN=%s, not CN=%s asked for with %s; %s",
+			clientFile, cn, c.Name, flagSource(kctx, "name"), replace)
+	}
+	if given(kctx, "key-type") {
+		for _, name := range []string{pki.CACertFile, pki.ServerCertFile, pki.ClientCertFile} {
+			if kt := keyTypeOf(kept[name]); kt != c.KeyType {
+				return false, fmt.Errorf("keeping %q: its key is %s, not %s asked for with %s; %s",
+					filepath.Join(c.Certs, name), pki.DescribeKey(kept[name].PublicKey), c.KeyType,
+					flagSource(kctx, "key-type"), replace)
+			}
 		}
 	}
 	fmt.Fprintf(out.out, "kept the certificates already in %s: nothing written\n", c.Certs)
 	fmt.Fprintf(out.out, "server certificate covers: %s\n", strings.Join(sanList(server), ", "))
 	return true, nil
+}
+
+// keyTypeOf is the --key-type value that makes a key like the
+// certificate's ("ECDSA P-256" is ecdsa-p256, "RSA 2048" rsa-2048), or ""
+// for a key pki init does not make.
+func keyTypeOf(cert *x509.Certificate) string {
+	described := strings.ReplaceAll(pki.DescribeKey(cert.PublicKey), "-", "")
+	for _, kt := range pki.KeyTypes() {
+		if strings.EqualFold(strings.ReplaceAll(string(kt), "-", " "), described) {
+			return string(kt)
+		}
+	}
+	return ""
 }
 
 func printWritten(w io.Writer, paths []string) {
@@ -212,14 +266,17 @@ type pkiIssueCmd struct {
 	Force     bool          `help:"Replace existing files."`
 }
 
-func (c *pkiIssueCmd) Validate() error {
+func (c *pkiIssueCmd) Validate(kctx *kong.Context) error {
 	if c.SpiffeID != "" && !strings.HasPrefix(c.SpiffeID, "spiffe://") {
-		return fmt.Errorf("--spiffe-id %q must start with spiffe://", c.SpiffeID)
+		return fmt.Errorf("%s %q must start with spiffe://", flagSource(kctx, "spiffe-id"), c.SpiffeID)
+	}
+	if err := checkSANs(kctx, c.SAN); err != nil {
+		return err
 	}
 	if c.ValidFor <= 0 {
-		return fmt.Errorf("--valid-for must be positive, got %s", c.ValidFor)
+		return fmt.Errorf("%s must be positive, got %s", flagSource(kctx, "valid-for"), c.ValidFor)
 	}
-	_, err := parseWhen("--not-before", c.NotBefore, time.Now())
+	_, err := parseWhen(flagSource(kctx, "not-before"), c.NotBefore, time.Now())
 	return err
 }
 
@@ -304,6 +361,9 @@ type pkiRevokeCmd struct {
 }
 
 func (c *pkiRevokeCmd) Run(out *output) error {
+	if err := checkZeroSerial(c.Target); err != nil {
+		return usageError{err: err, command: "pki revoke "}
+	}
 	serial, crlPath, err := pki.Revoke(c.Certs, c.CAKey, c.Target, c.Reason)
 	if err != nil {
 		return err
@@ -311,6 +371,23 @@ func (c *pkiRevokeCmd) Run(out *output) error {
 	fmt.Fprintf(out.out, "revoked serial %s (%s); %s is re-signed\n", serial.Text(16), c.Reason, crlPath)
 	fmt.Fprintf(out.out, "a server started with --crl %s refuses it from now on, without a restart\n", crlPath)
 	return nil
+}
+
+// checkZeroSerial refuses a target that is no file but reads as the serial
+// number zero (00, 0:0): it is hex, but no certificate carries it, as RFC
+// 5280 (section 4.1.2.2) makes serial numbers positive.
+func checkZeroSerial(target string) error {
+	_, err := os.Stat(target)
+	if !errors.Is(err, fs.ErrNotExist) || strings.ContainsAny(target, "/.") {
+		return nil // a file, or a path for pki.Revoke to explain
+	}
+	serial, ok := new(big.Int).SetString(strings.ReplaceAll(target, ":", ""), 16)
+	if !ok || serial.Sign() != 0 {
+		return nil
+	}
+	return fmt.Errorf("%q is the serial number 0, which no certificate has: serial numbers are "+
+		"positive (RFC 5280), and pki init and pki issue draw theirs at random; give the certificate "+
+		"file, or its serial as `echoloop pki inspect FILE` shows it", target)
 }
 
 type pkiInspectCmd struct {

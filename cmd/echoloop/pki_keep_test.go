@@ -78,6 +78,39 @@ func TestPKIInitKeepExisting(t *testing.T) {
 		}
 	})
 
+	t.Run("refused/a kept set made for another name or key type", func(t *testing.T) {
+		t.Parallel()
+		certs := t.TempDir()
+		if _, errOut, code := runCommand(t.Context(), "pki", "init", "--certs", certs); code != exitOK {
+			t.Fatal(errOut)
+		}
+		before := readAll(t, certs)
+		for _, tc := range []struct {
+			args []string
+			want string
+		}{
+			{[]string{"--name", "bob"}, "it is for CN=client, not CN=bob asked for with --name"},
+			{[]string{"--key-type", "rsa-2048"}, "its key is ECDSA P-256, not rsa-2048 asked for with --key-type"},
+		} {
+			args := append([]string{"pki", "init", "--certs", certs, "--keep-existing"}, tc.args...)
+			_, errOut, code := runCommand(t.Context(), args...)
+			if code != exitFail || !strings.Contains(errOut, tc.want) || !strings.Contains(errOut, "--force") {
+				t.Errorf("%v: exit %d, stderr %q; want %q and --force named", tc.args, code, errOut, tc.want)
+			}
+		}
+		// Values the kept set matches are no reason to refuse it.
+		out, errOut, code := runCommand(t.Context(), "pki", "init", "--certs", certs, "--keep-existing",
+			"--name", "client", "--key-type", "ecdsa-p256")
+		if code != exitOK || !strings.Contains(out, "kept the certificates") {
+			t.Errorf("matching --name and --key-type: exit %d, %s%s", code, out, errOut)
+		}
+		for name, data := range readAll(t, certs) {
+			if !bytes.Equal(data, before[name]) {
+				t.Errorf("%s changed", name)
+			}
+		}
+	})
+
 	t.Run("refused/with --force", func(t *testing.T) {
 		t.Parallel()
 		_, errOut, code := runCommand(t.Context(), "pki", "init", "--certs", t.TempDir(), "--keep-existing", "--force")

@@ -463,3 +463,21 @@ func TestReissueCommandRuns(t *testing.T) {
 		t.Errorf("common name %q, want %q", after[0].Subject.CommonName, before[0].Subject.CommonName)
 	}
 }
+
+func TestPKIRefusesAnEmptySAN(t *testing.T) {
+	t.Parallel()
+	certs := t.TempDir()
+	if _, errOut, code := runCommand(t.Context(), "pki", "init", "--certs", certs); code != exitOK {
+		t.Fatal(errOut)
+	}
+	for _, args := range [][]string{
+		{"pki", "init", "--certs", t.TempDir(), "--san", ""},
+		{"pki", "init", "--certs", t.TempDir(), "--san", "api", "--san", " "},
+		{"pki", "issue", "server", "api", "--certs", certs, "--san", ""},
+	} {
+		_, errOut, code := runCommand(t.Context(), args...)
+		if code != exitUsage || !strings.Contains(errOut, "--san has an empty value") {
+			t.Errorf("%q: exit %d, stderr %q; want the empty --san refused", args, code, errOut)
+		}
+	}
+}

@@ -57,3 +57,18 @@ func TestRevokedClientIsToldSo(t *testing.T) {
 		t.Errorf("doctor exited %d, want it to stop where the server refuses the revoked certificate:\n%s", code, out)
 	}
 }
+
+func TestRevokeSerialZeroIsExplained(t *testing.T) {
+	t.Parallel()
+	certs := t.TempDir()
+	if _, errOut, code := runCommand(t.Context(), "pki", "init", "--certs", certs); code != exitOK {
+		t.Fatal(errOut)
+	}
+	for _, serial := range []string{"00", "0:00"} {
+		_, errOut, code := runCommand(t.Context(), "pki", "revoke", serial, "--certs", certs)
+		if code != exitUsage || !strings.Contains(errOut, "is the serial number 0, which no certificate has") ||
+			strings.Contains(errOut, "neither") {
+			t.Errorf("revoke %s: exit %d, stderr %q; want serial 0 explained", serial, code, errOut)
+		}
+	}
+}

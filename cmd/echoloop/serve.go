@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -60,48 +61,103 @@ func serveVars() map[string]string {
 // Validate is kong's hook for the checks the flags' types cannot make; it
 // names every flag that is out of range, so one run shows them all.
 func (c *serveCmd) Validate(kctx *kong.Context) error {
+	flag := func(name string) string { return flagSource(kctx, name) }
 	problems := c.policyProblems(kctx)
 	positive := []struct {
-		flag  string
+		name  string
 		value time.Duration
 	}{
-		{"--read-header-timeout", c.ReadHeaderTimeout},
-		{"--idle-timeout", c.IdleTimeout},
-		{"--handshake-timeout", c.HandshakeTimeout},
-		{"--drain-timeout", c.DrainTimeout},
+		{"read-header-timeout", c.ReadHeaderTimeout},
+		{"idle-timeout", c.IdleTimeout},
+		{"handshake-timeout", c.HandshakeTimeout},
+		{"drain-timeout", c.DrainTimeout},
 	}
 	for _, p := range positive {
 		if p.value <= 0 {
-			problems = append(problems, fmt.Sprintf("%s must be positive, got %s", p.flag, p.value))
+			problems = append(problems, fmt.Sprintf("%s must be positive, got %s", flag(p.name), p.value))
 		}
 	}
 	if c.MaxMessageBytes <= 0 || c.MaxMessageBytes > 1<<30 {
-		problems = append(problems, fmt.Sprintf("--max-message-bytes must be between 1 and %d (1 GiB), got %d",
-			1<<30, c.MaxMessageBytes))
+		problems = append(problems, fmt.Sprintf("%s must be between 1 and %d (1 GiB), got %d",
+			flag("max-message-bytes"), 1<<30, c.MaxMessageBytes))
 	}
 	if c.MaxHeaderBytes < 1<<10 {
-		problems = append(problems, fmt.Sprintf("--max-header-bytes must be at least 1024, got %d",
-			c.MaxHeaderBytes))
+		problems = append(problems, fmt.Sprintf("%s must be at least 1024, got %d",
+			flag("max-header-bytes"), c.MaxHeaderBytes))
 	}
 	if c.MaxConcurrentStreams == 0 {
-		problems = append(problems, "--max-concurrent-streams must be positive, got 0")
+		problems = append(problems, flag("max-concurrent-streams")+" must be positive, got 0")
 	}
 	if c.MaxConnections <= 0 {
-		problems = append(problems, fmt.Sprintf("--max-connections must be positive, got %d", c.MaxConnections))
+		problems = append(problems, fmt.Sprintf("%s must be positive, got %d",
+			flag("max-connections"), c.MaxConnections))
 	}
-	for _, a := range []struct{ flag, value string }{{"--addr", c.Addr}, {"--metrics-addr", c.MetricsAddr}} {
-		if a.value == "" && a.flag == "--metrics-addr" {
-			continue
-		}
-		if _, _, err := net.SplitHostPort(a.value); err != nil {
-			problems = append(problems, fmt.Sprintf("%s %q is not HOST:PORT (for example :8443 or "+
-				"127.0.0.1:9464)", a.flag, a.value))
-		}
-	}
+	problems = append(problems, c.addrProblems(kctx)...)
 	if len(problems) > 0 {
 		return errors.New(strings.Join(problems, "; "))
 	}
 	return nil
+}
+
+// addrProblems checks --addr and --metrics-addr before anything listens:
+// a port out of range, or both listeners on one port, would otherwise
+// surface only as the operating system's refusal to bind.
+func (c *serveCmd) addrProblems(kctx *kong.Context) []string {
+	var problems []string
+	addrs := []struct{ name, value string }{{"addr", c.Addr}, {"metrics-addr", c.MetricsAddr}}
+	for _, a := range addrs {
+		if a.value == "" && a.name == "metrics-addr" {
+			continue
+		}
+		if err := checkListenAddr(a.value); err != nil {
+			problems = append(problems, fmt.Sprintf("%s %q %v", flagSource(kctx, a.name), a.value, err))
+		}
+	}
+	if len(problems) == 0 && c.MetricsAddr != "" && sameListener(c.Addr, c.MetricsAddr) {
+		problems = append(problems, fmt.Sprintf("%s %q and %s %q are the same port: the metrics "+
+			"listener needs a port of its own (for example 127.0.0.1:9464)",
+			flagSource(kctx, "metrics-addr"), c.MetricsAddr, flagSource(kctx, "addr"), c.Addr))
+	}
+	return problems
+}
+
+// checkListenAddr says what is wrong with a listening address, HOST:PORT.
+// Port 0 is allowed: the system then picks a free port.
+func checkListenAddr(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return errors.New("is not HOST:PORT (for example :8443 or 127.0.0.1:9464)")
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil {
+		// A service name such as https, as net.Listen reads one: a look-up
+		// in the services database, with no network and so no deadline.
+		if _, err := net.DefaultResolver.LookupPort(context.Background(), "tcp", port); err != nil {
+			return fmt.Errorf("has port %q, which is neither a number nor a known service", port)
+		}
+		return nil
+	}
+	if n < 0 || n > 65535 {
+		return fmt.Errorf("has port %d, outside 0 to 65535 (0 lets the system choose)", n)
+	}
+	return nil
+}
+
+// sameListener reports whether the metrics listener would bind a port
+// --addr already holds: the same port on the same host, or on any host
+// when either listens on every interface. The metrics host defaults to
+// 127.0.0.1, as the server reads it.
+func sameListener(addr, metricsAddr string) bool {
+	host, port, _ := net.SplitHostPort(addr)
+	mHost, mPort, _ := net.SplitHostPort(metricsAddr)
+	if mHost == "" {
+		mHost = "127.0.0.1"
+	}
+	if port != mPort || port == "0" {
+		return false
+	}
+	wildcard := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
+	return host == mHost || wildcard(host) || wildcard(mHost)
 }
 
 // policyProblems refuses a policy flag that was given but names nothing.
