@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"mime"
 	"net/http"
+	"strconv"
 	"time"
 
 	"connectrpc.com/connect"
@@ -246,13 +248,18 @@ func (s *Server) routes() (http.Handler, error) {
 		// bandwidth; it would also hide gRPC-Web trailers from the access
 		// log, which reads their status from the end of the body.
 		connect.WithCompressMinBytes(compressMinBytes),
+		connect.WithCompression("gzip", newLimitedGzip(s.opts.maxMessageBytes), newGzipWriter),
 		connect.WithInterceptors(authorize(s.log)),
 	}
 	// Echo's JSON shows every field, false and empty ones too, so the
 	// answer has the same shape whatever the connection, and refuses
 	// unknown fields, so a misspelt "mesage" is an error, not a silent
 	// empty echo.
-	echoOptions := append(handlerOptions, connect.WithCodec(strictJSON{}))
+	//
+	// An echo grows with its request, so its answers are held to the limit
+	// here; health and reflection answer with what the schema fixes.
+	echoOptions := append(handlerOptions, connect.WithCodec(strictJSON{}),
+		connect.WithInterceptors(limitAnswers(s.opts.maxMessageBytes)))
 
 	echoPath, echoHandler := echov1connect.NewEchoServiceHandler(echoService{}, echoOptions...)
 
@@ -341,8 +348,39 @@ func plainJSON(next http.Handler) http.Handler {
 					PlainHTTPPath, mediaType))
 			return
 		}
+		if err := checkServerTimeout(r.Header.Get(serverTimeoutHeader)); err != nil {
+			// Read first, as the handler would, within the message limit:
+			// answered while the client is still sending, the stream is
+			// reset over HTTP/2, and curl reports the reset, not the answer.
+			_, _ = io.Copy(io.Discard, r.Body)
+			writeStatus(w, http.StatusBadRequest, connect.CodeInvalidArgument, err.Error())
+			return
+		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// serverTimeoutHeader carries the plain route's deadline, in seconds, as
+// vanguard reads it.
+const serverTimeoutHeader = "X-Server-Timeout"
+
+// checkServerTimeout refuses a deadline vanguard would refuse in words of
+// its own, as plain text, or pass on converted to milliseconds for
+// connect-go to refuse as a value the client never sent. NaN and the
+// infinities parse as numbers but say nothing about when to give up.
+func checkServerTimeout(value string) error {
+	if value == "" {
+		return nil
+	}
+	const unit = "send the call's timeout in seconds, as a decimal number such as 2.5"
+	seconds, err := strconv.ParseFloat(value, 64)
+	switch {
+	case err != nil || math.IsNaN(seconds) || math.IsInf(seconds, 0):
+		return fmt.Errorf("%s %q is not a number of seconds: %s", serverTimeoutHeader, value, unit)
+	case seconds < 0:
+		return fmt.Errorf("%s %q is negative: %s", serverTimeoutHeader, value, unit)
+	}
+	return nil
 }
 
 // writeStatus writes an error in the plain route's format, a google.rpc.Status
