@@ -158,6 +158,10 @@ func WithSANs(values ...string) Option {
 	return optionFunc(func(o *certOptions) { o.sans = append(o.sans, values...) })
 }
 
+// IsURISAN reports whether [WithSANs] reads value as a URI: it has a scheme
+// followed by "://", or is a URN.
+func IsURISAN(value string) bool { return sanKind(value) == "uri" }
+
 // WithOrganizationalUnit sets the subject's organisational units.
 func WithOrganizationalUnit(units ...string) Option {
 	return optionFunc(func(o *certOptions) { o.subject.OrganizationalUnit = units })

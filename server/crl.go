@@ -5,9 +5,11 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -86,16 +88,21 @@ func readCRLSet(path string) (*crlSet, error) {
 
 // reload re-reads the CRL file and reports whether a new list is in force;
 // an unchanged file is left alone unless always is set. A file that does
-// not parse, or whose lists none could refuse a client, is refused with a
+// not parse, whose lists none could refuse a client, or that would put an
+// older list of an issuer in place of the one in force, is refused with a
 // log line and the error, and the lists already loaded stay in force.
 func (r *revocations) reload(log *slog.Logger, always bool) (bool, error) {
 	set, err := readCRLSet(r.path)
-	if err == nil && !always && set.digest == r.current.Load().digest {
+	in := r.current.Load()
+	if err == nil && !always && set.digest == in.digest {
 		return false, nil
 	}
 	m := r.material()
 	if err == nil {
 		err = set.checkApplies(r.path, m)
+	}
+	if err == nil {
+		err = set.checkNotOlder(r.path, in, m)
 	}
 	if err != nil {
 		log.Error("revocation list not reloaded; the previous one stays in force",
@@ -148,6 +155,56 @@ func (s *crlSet) checkApplies(path string, m *material) error {
 		"give the list of the CA that issues the client certificates (an intermediate's list needs "+
 		"the intermediate's certificate in the same file, as echoloop pki revoke writes it)",
 		path, strings.Join(issuers, ", "), m.bundle, strings.Join(cas, ", "))
+}
+
+// checkNotOlder refuses a set that would roll back a list in force. For
+// each issuer with a list in both — the same subject and the same key, so
+// the same CA — the new list must carry a higher CRL number (RFC 5280,
+// section 5.2.3: the number only increases), or be the very same list,
+// byte for byte. Without this, anyone able to write the file could put back
+// an older list, properly signed, and so un-revoke every certificate
+// revoked since; a list that changed under the same number is refused too,
+// since a CA that changes its list must raise the number.
+func (s *crlSet) checkNotOlder(path string, in *crlSet, m *material) error {
+	signers := slices.Concat(m.cas, m.chain, s.certs, in.certs)
+	var problems []error
+	for _, next := range s.lists {
+		for _, prev := range in.lists {
+			if prev.Number == nil || bytes.Equal(prev.Raw, next.Raw) || !sameIssuer(prev, next, signers) {
+				continue
+			}
+			list := fmt.Sprintf("revocation list %s of %q", path, next.Issuer.String())
+			var err error
+			switch {
+			case next.Number == nil:
+				err = fmt.Errorf("%s has no CRL number, while the list in force has number %s",
+					list, prev.Number)
+			case next.Number.Cmp(prev.Number) < 0:
+				err = fmt.Errorf("%s has CRL number %s, lower than number %s of the list in force: "+
+					"an older list would un-revoke certificates", list, next.Number, prev.Number)
+			case next.Number.Cmp(prev.Number) == 0:
+				err = fmt.Errorf("%s has CRL number %s, the same as the list in force (number %s), "+
+					"but differs from it: a CA that changes its list must raise the number",
+					list, next.Number, prev.Number)
+			}
+			if err != nil {
+				problems = append(problems, err)
+			}
+		}
+	}
+	return errors.Join(problems...)
+}
+
+// sameIssuer reports whether one CA signed both lists: the same issuer
+// name, and a certificate among signers whose key verifies both. A list no
+// known certificate verifies refuses no one, so it needs no ordering.
+func sameIssuer(a, b *x509.RevocationList, signers []*x509.Certificate) bool {
+	if !bytes.Equal(a.RawIssuer, b.RawIssuer) {
+		return false
+	}
+	return slices.ContainsFunc(signers, func(c *x509.Certificate) bool {
+		return listedBy(a, c) && listedBy(b, c)
+	})
 }
 
 // inapplicable returns the lists signed by no client CA of m and by no

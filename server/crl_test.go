@@ -7,6 +7,7 @@ package server_test
 import (
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -452,4 +453,116 @@ func TestCRLReloadRefusesAListThatAppliesToNoOne(t *testing.T) {
 		t.Error("after the refused reload the revoked client was accepted")
 	}
 	srv.WaitForRefusals(t, server.ReasonRevoked, 1)
+}
+
+// writeList writes signer's list with the given number, revoking listing,
+// to path, and returns the bytes written.
+func writeList(
+	t *testing.T,
+	path string,
+	signer *pki.Authority,
+	number int64,
+	listing []x509.RevocationListEntry,
+) []byte {
+	t.Helper()
+	crl, err := signer.RevocationList(big.NewInt(number), listing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, crl, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return crl
+}
+
+func TestCRLReloadRefusesAnOlderList(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	res, err := pki.Init(pki.InitConfig{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile := filepath.Join(dir, pki.ClientCertFile), filepath.Join(dir, pki.ClientKeyFile)
+	revoked := []x509.RevocationListEntry{{
+		SerialNumber: res.Client.Certificate.SerialNumber, RevocationTime: time.Now(), ReasonCode: 1,
+	}}
+	crlPath := filepath.Join(dir, pki.CRLFile)
+	inForce := writeList(t, crlPath, res.CA, 5, revoked)
+	srv := servertest.Start(t, server.WithClientCAs(res.CA.Certificate), server.WithCRLFile(crlPath),
+		server.WithMetricsAddr("127.0.0.1:0"))
+	refusals := 0
+	withClient := client.WithCertificateFiles(certFile, keyFile)
+	wantStillRevoked := func(t *testing.T) {
+		t.Helper()
+		if _, err := echoOnce(t, srv, client.HTTP, withClient); err == nil {
+			t.Fatal("the revoked client was accepted: the refused list took effect")
+		}
+		refusals++
+		srv.WaitForRefusals(t, server.ReasonRevoked, refusals)
+	}
+	wantStillRevoked(t)
+	loadedAs := func(number string) int {
+		n := 0
+		for _, line := range srv.Logs() {
+			if line["msg"] == "revocation list loaded" && fmt.Sprint(line["number"]) == number {
+				n++
+			}
+		}
+		return n
+	}
+	failedReloads := `echoloop_reloads_total{result="failed",what="crl"}`
+
+	// Each step runs in order: every one starts from list number 5 in force.
+	steps := []struct {
+		name    string
+		write   func()
+		wantErr []string
+	}{
+		{
+			name:    "refused/an older list with fewer entries",
+			write:   func() { writeList(t, crlPath, res.CA, 4, nil) },
+			wantErr: []string{"has CRL number 4", "lower than number 5 of the list in force"},
+		},
+		{
+			name:  "refused/the same number over other entries",
+			write: func() { writeList(t, crlPath, res.CA, 5, nil) },
+			wantErr: []string{"has CRL number 5", "the same as the list in force (number 5)",
+				"must raise the number"},
+		},
+	}
+	for i, step := range steps {
+		step.write()
+		waitForLog(t, srv, step.name, func(line map[string]any) bool {
+			msg, _ := line[server.KeyError].(string)
+			for _, want := range step.wantErr {
+				if !strings.Contains(msg, want) {
+					return false
+				}
+			}
+			return line["msg"] == "revocation list not reloaded; the previous one stays in force" &&
+				line["file"] == crlPath
+		})
+		waitFor(t, "the refused reload is counted", func() bool {
+			return scrapeMetric(t, srv, failedReloads) >= float64(i+1)
+		})
+		wantStillRevoked(t)
+	}
+
+	// The list in force, byte for byte, in a file that differs: loaded.
+	before := loadedAs("5")
+	if err := os.WriteFile(crlPath, append(inForce, '\n'), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the same list loaded again", func() bool { return loadedAs("5") > before })
+	wantStillRevoked(t)
+
+	// A newer list loads, and un-revokes as its CA meant.
+	writeList(t, crlPath, res.CA, 6, nil)
+	waitFor(t, "list number 6 loaded", func() bool { return loadedAs("6") > 0 })
+	if _, err := echoOnce(t, srv, client.HTTP, withClient); err != nil {
+		t.Errorf("after list 6 took it off, the client is refused: %v", err)
+	}
+	if got := scrapeMetric(t, srv, failedReloads); got != float64(len(steps)) {
+		t.Errorf("failed reloads = %v, want %d", got, len(steps))
+	}
 }

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -253,10 +254,13 @@ func FuzzCRLCheck(f *testing.F) {
 // FuzzPolicy matches arbitrary names against arbitrary patterns. A policy
 // allows a certificate exactly when one of its lists alone would, and each
 // kind of pattern admits only what its rule says: the same common name,
-// the same DNS name or one label below a wildcard, a URI under the
-// pattern's own scheme and host, the same organisational unit.
+// the same DNS name or one concrete label below a wildcard, a URI under the
+// pattern's own scheme and host (for a spiffe pattern, the certificate's
+// one and valid SPIFFE ID), the same organisational unit. The certificate
+// carries up to two URI SANs.
 func FuzzPolicy(f *testing.F) {
-	f.Fuzz(func(t *testing.T, cnPattern, dnsPattern, uriPattern, ouPattern, cn, dnsName, rawURI, ou string) {
+	f.Fuzz(func(t *testing.T, cnPattern, dnsPattern, uriPattern, ouPattern, cn, dnsName, rawURI, ou,
+		otherURI string) {
 		leaf := &x509.Certificate{Subject: pkix.Name{CommonName: cn}}
 		if ou != "" {
 			leaf.Subject.OrganizationalUnit = []string{ou}
@@ -264,8 +268,10 @@ func FuzzPolicy(f *testing.F) {
 		if dnsName != "" {
 			leaf.DNSNames = []string{dnsName}
 		}
-		if u, err := url.Parse(rawURI); err == nil && rawURI != "" {
-			leaf.URIs = []*url.URL{u}
+		for _, raw := range []string{rawURI, otherURI} {
+			if u, err := url.Parse(raw); err == nil && raw != "" {
+				leaf.URIs = append(leaf.URIs, u)
+			}
 		}
 
 		one := func(p Policy) bool {
@@ -303,14 +309,15 @@ func FuzzPolicy(f *testing.F) {
 		if byDNS && !dnsAdmits(dnsPattern, dnsName) {
 			t.Fatalf("DNS pattern %q admitted %q", dnsPattern, dnsName)
 		}
-		if byURI && !uriAdmits(uriPattern, leaf.URIs[0]) {
-			t.Fatalf("URI pattern %q admitted %q", uriPattern, rawURI)
+		if byURI && !uriAdmits(uriPattern, leaf.URIs) {
+			t.Fatalf("URI pattern %q admitted %q", uriPattern, leaf.URIs)
 		}
 	})
 }
 
 // dnsAdmits restates the DNS rule from the name's side: the name is the
-// pattern, or a single non-empty label followed by the wildcard's suffix.
+// pattern, or a single non-empty label without '*' followed by the
+// wildcard's suffix.
 func dnsAdmits(pattern, name string) bool {
 	name = strings.ToLower(strings.TrimSuffix(name, "."))
 	pattern = strings.ToLower(pattern)
@@ -319,13 +326,22 @@ func dnsAdmits(pattern, name string) bool {
 		return name == pattern
 	}
 	label, found := strings.CutSuffix(name, "."+suffix)
-	return found && label != "" && !strings.Contains(label, ".")
+	return found && label != "" && !strings.ContainsAny(label, ".*")
 }
 
-// uriAdmits restates the URI rule: the same URI, or one with the pattern's
-// scheme and host, no user information, and a path that continues the
-// pattern's path below a slash.
-func uriAdmits(pattern string, u *url.URL) bool {
+// uriAdmits restates the URI rule: one of uris is the pattern, or has the
+// pattern's scheme and host, no user information, and a path that continues
+// the pattern's path below a slash. A pattern in the spiffe scheme judges
+// only a lone URI SAN that is a valid SPIFFE ID.
+func uriAdmits(pattern string, uris []*url.URL) bool {
+	if strings.HasPrefix(strings.ToLower(pattern), "spiffe:") {
+		return len(uris) == 1 && pki.CheckSPIFFEID(uris[0].String()) == nil &&
+			uriAdmitsOne(pattern, uris[0])
+	}
+	return slices.ContainsFunc(uris, func(u *url.URL) bool { return uriAdmitsOne(pattern, u) })
+}
+
+func uriAdmitsOne(pattern string, u *url.URL) bool {
 	prefix, wildcard := strings.CutSuffix(pattern, "/*")
 	if !wildcard {
 		return pattern == u.String()

@@ -39,10 +39,11 @@ func PeerFromChain(chain []*x509.Certificate) *echov1.Peer {
 	}
 	for _, u := range leaf.URIs {
 		peer.Uris = append(peer.Uris, u.String())
-		if u.Scheme == "spiffe" && peer.SpiffeId == "" {
-			peer.SpiffeId = u.String()
-		}
 	}
+	// The same rule as the policy's spiffe patterns, so that the identity
+	// reported is the one that was judged; why there is none is logged on
+	// denial, not told to the client.
+	peer.SpiffeId, _ = pki.SPIFFEID(leaf)
 	for _, c := range chain {
 		peer.Chain = append(peer.Chain, c.Subject.String())
 	}
@@ -68,6 +69,9 @@ type connInfo struct {
 	alpn        string
 	serverName  string
 	resumed     bool
+	// noSPIFFEID says why a leaf with a spiffe URI SAN has no SPIFFE ID,
+	// for the denial log line; nil otherwise.
+	noSPIFFEID error
 }
 
 type connInfoKey struct{}
@@ -92,6 +96,7 @@ func (s *Server) connContext(ctx context.Context, c net.Conn) context.Context {
 		info.peer = PeerFromChain(state.VerifiedChains[0])
 		info.subject = info.peer.Chain[0]
 		info.allowed = s.opts.policy.Allows(leaf)
+		_, info.noSPIFFEID = pki.SPIFFEID(leaf)
 	}
 	return context.WithValue(ctx, connInfoKey{}, info)
 }

@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"connectrpc.com/connect"
+
+	"github.com/echoloop/echoloop/pki"
 )
 
 // Policy narrows which verified clients may call. A client is allowed when
@@ -19,11 +21,15 @@ import (
 //
 // Matching is on the verified leaf only:
 //   - CommonNames: the subject common name, exactly;
-//   - DNSNames: a DNS SAN, exactly, or "*.example.org" for any single label
-//     below example.org;
+//   - DNSNames: a DNS SAN, exactly, or "*.example.org" for any single
+//     concrete label below example.org: a SAN that is itself a wildcard
+//     ("*.example.org") names no one host and matches no pattern;
 //   - URIs: a URI SAN, exactly, or "scheme://host/*" for any path under that
-//     host, which is how a SPIFFE trust domain is allowed
-//     ("spiffe://example.org/*");
+//     host. A pattern in the spiffe scheme, exact or a trust domain
+//     ("spiffe://example.org/*"), matches only the leaf's SPIFFE ID as
+//     [pki.SPIFFEID] defines it — the one URI SAN of a certificate that has
+//     exactly one, and a valid SPIFFE ID — so that the ID the server
+//     reports is always the one that was judged;
 //   - OrganizationalUnits: any subject organisational unit, exactly.
 type Policy struct {
 	CommonNames         []string
@@ -61,7 +67,8 @@ func (p Policy) logAttrs() []any {
 }
 
 // Validate checks the patterns. A URI pattern must parse and may end in
-// "/*" only; a DNS pattern may start with "*." only.
+// "/*" only, and in the spiffe scheme must be a valid SPIFFE ID before that
+// "/*"; a DNS pattern may start with "*." only.
 func (p Policy) Validate() error {
 	var problems []error
 	for _, pattern := range p.URIs {
@@ -75,6 +82,12 @@ func (p Policy) Validate() error {
 		case strings.Contains(strings.TrimSuffix(pattern, "/*"), "*"):
 			problems = append(problems, fmt.Errorf("allowed URI %q: a wildcard may only end the "+
 				"pattern, as /*", pattern))
+		case u.Scheme == "spiffe":
+			// A pattern no SPIFFE ID can match is a typo (an upper-case
+			// trust domain, a trailing slash) that would deny silently.
+			if err := pki.CheckSPIFFEID(strings.TrimSuffix(pattern, "/*")); err != nil {
+				problems = append(problems, fmt.Errorf("allowed URI %q: %w", pattern, err))
+			}
 		}
 	}
 	for _, pattern := range p.DNSNames {
@@ -106,8 +119,18 @@ func (p Policy) Allows(leaf *x509.Certificate) bool {
 			}
 		}
 	}
-	for _, u := range leaf.URIs {
-		for _, pattern := range p.URIs {
+	var spiffeID *url.URL
+	if id, err := pki.SPIFFEID(leaf); err == nil && id != "" {
+		spiffeID, _ = url.Parse(id) // a valid SPIFFE ID parses
+	}
+	for _, pattern := range p.URIs {
+		if isSPIFFEPattern(pattern) {
+			if spiffeID != nil && matchURI(pattern, spiffeID) {
+				return true
+			}
+			continue
+		}
+		for _, u := range leaf.URIs {
 			if matchURI(pattern, u) {
 				return true
 			}
@@ -116,11 +139,20 @@ func (p Policy) Allows(leaf *x509.Certificate) bool {
 	return false
 }
 
+// isSPIFFEPattern reports whether a URI pattern is in the spiffe scheme,
+// which URI schemes spell in any case.
+func isSPIFFEPattern(pattern string) bool {
+	scheme, _, found := strings.Cut(pattern, "://")
+	return found && strings.EqualFold(scheme, "spiffe")
+}
+
 func matchDNS(pattern, name string) bool {
 	pattern, name = strings.ToLower(pattern), strings.ToLower(strings.TrimSuffix(name, "."))
 	if suffix, ok := strings.CutPrefix(pattern, "*."); ok {
+		// A wildcard admits a host, and a SAN with a '*' in its first
+		// label stands for many hosts, not one below the domain.
 		label, rest, found := strings.Cut(name, ".")
-		return found && label != "" && rest == suffix
+		return found && label != "" && !strings.Contains(label, "*") && rest == suffix
 	}
 	return pattern == name
 }
@@ -140,6 +172,15 @@ func matchURI(pattern string, u *url.URL) bool {
 	return strings.EqualFold(base.Scheme, u.Scheme) && strings.EqualFold(base.Host, u.Host) &&
 		u.User == nil && strings.HasPrefix(u.Path, base.Path+"/")
 }
+
+// Reasons in the line of a call denied by policy, when the leaf has a
+// spiffe URI SAN that is not its SPIFFE ID.
+const (
+	// ReasonSeveralURISANs: the leaf has several URI SANs, so no SPIFFE ID.
+	ReasonSeveralURISANs = "several_uri_sans"
+	// ReasonInvalidSPIFFEID: the leaf's one URI SAN is not a valid SPIFFE ID.
+	ReasonInvalidSPIFFEID = "invalid_spiffe_id"
+)
 
 // errDenied is the one message a denied client sees, whatever protocol it
 // used. It names the certificate so the caller knows which one was judged.
@@ -167,12 +208,22 @@ func (a *authorizer) check(ctx context.Context, procedure string) error {
 	if conn.allowed {
 		return nil
 	}
-	a.log.WarnContext(ctx, "call denied by policy",
+	attrs := []any{
 		KeyProcedure, procedure,
 		KeyPeerCN, conn.peer.GetCommonName(),
 		KeyPeerSubject, conn.subject,
 		KeyPeerSHA256, conn.peer.GetSha256Fingerprint(),
-	)
+	}
+	// A spiffe URI that did not count is the likely reason, and the client
+	// is not told it: say it here, where the operator looks.
+	if conn.noSPIFFEID != nil {
+		reason := ReasonInvalidSPIFFEID
+		if errors.Is(conn.noSPIFFEID, pki.ErrSeveralURISANs) {
+			reason = ReasonSeveralURISANs
+		}
+		attrs = append(attrs, KeyReason, reason, KeyError, conn.noSPIFFEID.Error())
+	}
+	a.log.WarnContext(ctx, "call denied by policy", attrs...)
 	return errDenied(conn.peer.GetCommonName(), conn.peer.GetSha256Fingerprint())
 }
 

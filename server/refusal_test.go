@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -329,10 +330,11 @@ func TestPolicy(t *testing.T) {
 	policy := server.Policy{
 		CommonNames:         []string{"alice"},
 		DNSNames:            []string{"*.workers.example.org"},
-		URIs:                []string{"spiffe://prod.example.org/*"},
+		URIs:                []string{"spiffe://prod.example.org/*", "https://api.example.org/*"},
 		OrganizationalUnits: []string{"payments"},
 	}
 	srv := servertest.Start(t, server.WithPolicy(policy))
+	sans := func(values ...string) []pki.Option { return []pki.Option{pki.WithSANs(values...)} }
 
 	cases := []struct {
 		name    string
@@ -348,6 +350,18 @@ func TestPolicy(t *testing.T) {
 		{"denied/DNS two labels below the wildcard", []pki.Option{pki.WithSANs("a.b.workers.example.org")}, "deep", false},
 		{"denied/look-alike trust domain", []pki.Option{pki.WithSANs("spiffe://prod.example.org.evil/x")}, "evil", false},
 		{"denied/other organisational unit", []pki.Option{pki.WithOrganizationalUnit("marketing")}, "mkt", false},
+		{"ok/other URI pattern on any of several URI SANs",
+			sans("spiffe://evil.com/x", "https://api.example.org/v1"), "api", true},
+		// An X.509-SVID has exactly one URI SAN: with two, the certificate
+		// has no SPIFFE ID for a spiffe pattern to match, whichever is first.
+		{"denied/allowed SPIFFE ID second of two URI SANs",
+			sans("spiffe://evil.com/x", "spiffe://prod.example.org/y"), "second", false},
+		{"denied/allowed SPIFFE ID first of two URI SANs",
+			sans("spiffe://prod.example.org/y", "spiffe://evil.com/x"), "first", false},
+		{"denied/SPIFFE ID with an upper-case trust domain",
+			sans("spiffe://PROD.example.org/x"), "upper", false},
+		{"denied/SPIFFE ID with a trailing slash", sans("spiffe://prod.example.org/x/"), "slash", false},
+		{"denied/DNS SAN that is itself the wildcard", sans("*.workers.example.org"), "star", false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -422,6 +436,75 @@ func TestPolicy(t *testing.T) {
 	})
 }
 
+// TestSeveralURISANsGiveNoSPIFFEID checks that the identity reported and
+// the identity judged agree for a certificate with two spiffe URI SANs:
+// neither is its SPIFFE ID, and the denial log says why.
+func TestSeveralURISANsGiveNoSPIFFEID(t *testing.T) {
+	t.Parallel()
+	open := servertest.Start(t)
+	narrow := servertest.Start(t,
+		server.WithPolicy(server.Policy{URIs: []string{"spiffe://example.org/*"}}))
+	uris := []string{"spiffe://evil.com/x", "spiffe://example.org/y"}
+
+	t.Run("ok/reported without a SPIFFE ID", func(t *testing.T) {
+		t.Parallel()
+		cert := issued(t, func() (*pki.Issued, error) {
+			return open.CA.IssueClient("two", pki.WithSANs(uris...))
+		})
+		c := newTestClient(t, open, cert)
+		for _, p := range client.Protocols() {
+			resp, err := c.Echo(callContext(t), p, "spiffe")
+			if err != nil {
+				t.Fatalf("%s: %v", p, err)
+			}
+			if got := resp.GetPeer().GetSpiffeId(); got != "" {
+				t.Errorf("%s: spiffeId = %q, want none for a certificate with two URI SANs", p, got)
+			}
+			if got := resp.GetPeer().GetUris(); !slices.Equal(got, uris) {
+				t.Errorf("%s: uris = %q, want %q", p, got, uris)
+			}
+		}
+	})
+
+	t.Run("denied/with the reason logged", func(t *testing.T) {
+		t.Parallel()
+		cert := issued(t, func() (*pki.Issued, error) {
+			return narrow.CA.IssueClient("two", pki.WithSANs(uris...))
+		})
+		c := newTestClient(t, narrow, cert)
+		for _, p := range client.Protocols() {
+			_, err := c.Echo(callContext(t), p, "spiffe")
+			if connect.CodeOf(err) != connect.CodePermissionDenied {
+				t.Errorf("%s: %v, want permission_denied", p, err)
+			}
+		}
+		waitFor(t, "the denial names the two URI SANs", func() bool {
+			for _, line := range narrow.Logs() {
+				msg, _ := line[server.KeyError].(string)
+				if line["msg"] == "call denied by policy" &&
+					line[server.KeyReason] == server.ReasonSeveralURISANs &&
+					strings.Contains(msg, "certificate has 2 URI SANs") &&
+					strings.Contains(msg, "exactly one URI SAN") {
+					return true
+				}
+			}
+			return false
+		})
+
+		// The same SPIFFE ID alone is let in and reported.
+		alone := issued(t, func() (*pki.Issued, error) {
+			return narrow.CA.IssueClient("one", pki.WithSANs(uris[1]))
+		})
+		resp, err := newTestClient(t, narrow, alone).Echo(callContext(t), client.GRPC, "spiffe")
+		if err != nil {
+			t.Fatalf("the lone SPIFFE ID was refused: %v", err)
+		}
+		if got := resp.GetPeer().GetSpiffeId(); got != uris[1] {
+			t.Errorf("spiffeId = %q, want %q", got, uris[1])
+		}
+	})
+}
+
 func TestPlainRouteDeniedIs403(t *testing.T) {
 	t.Parallel()
 	srv := servertest.Start(t, server.WithPolicy(server.Policy{CommonNames: []string{"someone else"}}))
@@ -442,6 +525,8 @@ func TestPolicyPatternsAreValidated(t *testing.T) {
 		{URIs: []string{"no-scheme"}},
 		{URIs: []string{"spiffe://example.org/*/x"}},
 		{DNSNames: []string{"a.*.example.org"}},
+		{URIs: []string{"spiffe://EXAMPLE.org/*"}},
+		{URIs: []string{"spiffe://example.org/x/"}},
 	} {
 		if _, err := server.New(server.WithPolicy(p)); err == nil || !strings.Contains(err.Error(), "allowed") {
 			t.Errorf("policy %+v: error = %v, want it refused", p, err)

@@ -260,15 +260,26 @@ type pkiIssueCmd struct {
 	Certs     string        `default:"certs" help:"Directory of the CA, and where the files go."`
 	CAKey     string        `name:"ca-key" placeholder:"FILE" help:"The root CA's key, when it is not DIR/ca.key (ignored with an intermediate)."`
 	SAN       []string      `name:"san" placeholder:"VALUE" help:"Subject alternative name: DNS name, IP, URI or e-mail, read from its form; repeatable."`
-	SpiffeID  string        `name:"spiffe-id" placeholder:"URI" help:"SPIFFE ID to carry as a URI SAN (spiffe://trust-domain/path)."`
+	SpiffeID  string        `name:"spiffe-id" placeholder:"URI" help:"SPIFFE ID to carry as the only URI SAN (spiffe://trust-domain/path)."`
 	ValidFor  time.Duration `default:"${default_leaf_valid_for}" help:"Validity, counted from --not-before."`
 	NotBefore string        `placeholder:"TIME" help:"Start of validity: RFC 3339 time, or a duration from now such as -48h (default: 5 minutes ago)."`
 	Force     bool          `help:"Replace existing files."`
 }
 
 func (c *pkiIssueCmd) Validate(kctx *kong.Context) error {
-	if c.SpiffeID != "" && !strings.HasPrefix(c.SpiffeID, "spiffe://") {
-		return fmt.Errorf("%s %q must start with spiffe://", flagSource(kctx, "spiffe-id"), c.SpiffeID)
+	if c.SpiffeID != "" {
+		if err := pki.CheckSPIFFEID(c.SpiffeID); err != nil {
+			return fmt.Errorf("%s: %w", flagSource(kctx, "spiffe-id"), err)
+		}
+		// A second URI would make the certificate no SVID at all: a
+		// server following the X.509-SVID rules sees no SPIFFE ID in it.
+		for _, san := range c.SAN {
+			if pki.IsURISAN(san) {
+				return fmt.Errorf("%s %q with the URI --san %q: an X.509-SVID holds "+
+					"exactly one URI SAN, give the other URI in a certificate of its own",
+					flagSource(kctx, "spiffe-id"), c.SpiffeID, san)
+			}
+		}
 	}
 	if err := checkSANs(kctx, c.SAN); err != nil {
 		return err

@@ -344,6 +344,30 @@ func TestPKICommandsRefused(t *testing.T) {
 			wantCode: exitUsage, wantErr: []string{"--spiffe-id", "must start with spiffe://"},
 		},
 		{
+			name:     "refused/a SPIFFE ID without a trust domain",
+			args:     []string{"pki", "issue", "client", "c", "--certs", certs, "--spiffe-id", "spiffe://"},
+			wantCode: exitUsage, wantErr: []string{"--spiffe-id", "has no trust domain"},
+		},
+		{
+			name: "refused/a SPIFFE ID with a trailing slash",
+			args: []string{"pki", "issue", "client", "c", "--certs", certs,
+				"--spiffe-id", "spiffe://example.org/"},
+			wantCode: exitUsage, wantErr: []string{"--spiffe-id", "empty path segment"},
+		},
+		{
+			name: "refused/a SPIFFE ID with an upper-case trust domain",
+			args: []string{"pki", "issue", "client", "c", "--certs", certs,
+				"--spiffe-id", "spiffe://EXAMPLE.org/x"},
+			wantCode: exitUsage, wantErr: []string{"--spiffe-id", "lower-case letters"},
+		},
+		{
+			name: "refused/a SPIFFE ID beside another URI",
+			args: []string{"pki", "issue", "client", "c", "--certs", certs,
+				"--spiffe-id", "spiffe://example.org/x", "--san", "https://example.org/y"},
+			wantCode: exitUsage, wantErr: []string{`--san "https://example.org/y"`,
+				"an X.509-SVID holds exactly one URI SAN"},
+		},
+		{
 			name:     "refused/a start that is no time",
 			args:     []string{"pki", "issue", "client", "c", "--certs", certs, "--not-before", "yesterday"},
 			wantCode: exitUsage, wantErr: []string{`--not-before "yesterday"`, "-48h"},

@@ -391,7 +391,8 @@ type Peer struct {
 	NotBefore *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=not_before,json=notBefore,proto3" json:"not_before,omitempty"`
 	// not_after is the end of the leaf's validity.
 	NotAfter *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
-	// spiffe_id is the first spiffe:// URI SAN; empty when there is none.
+	// spiffe_id is the SPIFFE ID: the only URI SAN of a certificate that has
+	// exactly one, when it is a valid spiffe:// ID; empty otherwise.
 	SpiffeId string `protobuf:"bytes,11,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
 	// chain lists the subjects of the verified chain from leaf to root.
 	Chain         []string `protobuf:"bytes,12,rep,name=chain,proto3" json:"chain,omitempty"`
