@@ -106,6 +106,7 @@ func validityOption(notBefore time.Time, validFor, byDefault time.Duration) Opti
 // too, because issuing and revoking later need it; [InitConfig.RootKeyPath]
 // puts it elsewhere.
 //
+// Leaves that would outlive their CA are refused with an [*OutlivesCAError].
 // No file is written unless all can be: existing files are checked first,
 // and each file is written to a temporary name and renamed into place.
 func Init(cfg InitConfig) (*InitResult, error) {
@@ -147,6 +148,12 @@ func Init(cfg InitConfig) (*InitResult, error) {
 			return nil, err
 		}
 		result.Intermediate = signer
+	}
+
+	// The same refusal as IssueFiles: leaves that outlive their CA stop
+	// working with it, whatever their own dates say.
+	if err := checkWithinCA(signer, resolve(DefaultLeafValidity, nil, leafOpts).notAfter); err != nil {
+		return nil, err
 	}
 
 	serverNames := uniqueNames(append(append([]string{}, DefaultServerNames...), cfg.ServerSANs...))

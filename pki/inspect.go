@@ -152,3 +152,110 @@ func ExtKeyUsageNames(usages []x509.ExtKeyUsage) []string {
 	}
 	return out
 }
+
+// CRLInspection is what `echoloop pki inspect` shows of one revocation
+// list, under the JSON names `--json` prints. The fields that say whether
+// it chains keep the names [Inspection] gives them.
+type CRLInspection struct {
+	File       string    `json:"file"`
+	Index      int       `json:"index"` // position among the file's lists, from 1
+	Kind       string    `json:"kind"`  // always "crl"
+	Issuer     string    `json:"issuer"`
+	Number     string    `json:"number"`
+	ThisUpdate time.Time `json:"thisUpdate"`
+	// NextUpdate is when the issuer promised a newer list; zero when the
+	// list names no such time.
+	NextUpdate time.Time `json:"nextUpdate"`
+	// Stale is whether NextUpdate has passed. Verifiers that insist on a
+	// current list refuse every client checked against it.
+	Stale bool `json:"stale"`
+	// TimeLeft is how long until NextUpdate, or how long past it.
+	TimeLeft string   `json:"timeLeft,omitempty"`
+	Revoked  []string `json:"revokedSerials"`
+	// ChainsTo is the CA file the signature was checked against, and
+	// Chains whether a CA in it, or an intermediate it signed, signed the
+	// list; SignedBy names that signer, ChainError says why none did.
+	ChainsTo   string `json:"chainsTo,omitempty"`
+	Chains     bool   `json:"chains"`
+	SignedBy   string `json:"signedBy,omitempty"`
+	ChainError string `json:"chainError,omitempty"`
+}
+
+// InspectCRL describes a revocation list as of now.
+func InspectCRL(crl *x509.RevocationList, now time.Time) CRLInspection {
+	in := CRLInspection{
+		Kind:       "crl",
+		Issuer:     crl.Issuer.String(),
+		ThisUpdate: crl.ThisUpdate.UTC(),
+		Revoked:    []string{},
+	}
+	if !crl.NextUpdate.IsZero() {
+		in.NextUpdate = crl.NextUpdate.UTC()
+		in.Stale = now.After(crl.NextUpdate)
+		in.TimeLeft = roughly(crl.NextUpdate.Sub(now)) + " left"
+		if in.Stale {
+			in.TimeLeft = "stale for " + roughly(now.Sub(crl.NextUpdate))
+		}
+	}
+	if crl.Number != nil {
+		in.Number = crl.Number.String()
+	}
+	for _, e := range crl.RevokedCertificateEntries {
+		in.Revoked = append(in.Revoked, e.SerialNumber.Text(16))
+	}
+	return in
+}
+
+// CheckSignature checks that one of roots, the CAs of caFile, signed the
+// list, or else an intermediate among carried (the certificates of the
+// list's own file, then any others known) that chains to them, and records
+// the outcome. An intermediate that signed the list but does not chain is
+// named in ChainError, since that is the likeliest mix-up: a list from
+// another PKI's intermediate.
+func (in *CRLInspection) CheckSignature(
+	crl *x509.RevocationList,
+	carried []*x509.Certificate,
+	roots []*x509.Certificate,
+	caFile string,
+) {
+	in.ChainsTo = caFile
+	for _, root := range roots {
+		if crl.CheckSignatureFrom(root) == nil {
+			in.Chains, in.SignedBy = true, root.Subject.String()
+			return
+		}
+	}
+
+	rootPool := x509.NewCertPool()
+	for _, root := range roots {
+		rootPool.AddCert(root)
+	}
+	others := x509.NewCertPool()
+	for _, c := range carried {
+		others.AddCert(c)
+	}
+	var unchained error
+	for _, c := range carried {
+		if crl.CheckSignatureFrom(c) != nil {
+			continue
+		}
+		_, err := c.Verify(x509.VerifyOptions{
+			Roots:         rootPool,
+			Intermediates: others,
+			KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+		})
+		if err == nil {
+			in.Chains, in.SignedBy = true, c.Subject.String()
+			return
+		}
+		if unchained == nil {
+			unchained = fmt.Errorf("signed by %s, which does not chain to %s: %w", c.Subject, caFile, err)
+		}
+	}
+	if unchained != nil {
+		in.ChainError = unchained.Error()
+		return
+	}
+	in.ChainError = fmt.Sprintf("signed by none of the CAs in %s, nor by an intermediate "+
+		"certificate they signed (the list names %s as its issuer)", caFile, crl.Issuer)
+}

@@ -2,7 +2,9 @@ package pki_test
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/x509"
+	"math/big"
 	"net"
 	"os/exec"
 	"path/filepath"
@@ -375,5 +377,84 @@ func checkAgainstOpenSSL(t *testing.T, path string, in pki.Inspection, wantKeyTe
 	}
 	if in.IsCA != strings.Contains(text, "CA:TRUE") {
 		t.Errorf("%s: inspect IsCA %v, openssl -text CA:TRUE %v", name, in.IsCA, strings.Contains(text, "CA:TRUE"))
+	}
+}
+
+func TestInspectCRL(t *testing.T) {
+	t.Parallel()
+	root, other := newCA(t), newCA(t)
+	inter, err := root.NewIntermediate("list intermediate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherInter, err := other.NewIntermediate("list intermediate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	list := func(signer *pki.Authority, nextUpdate time.Time) *x509.RevocationList {
+		t.Helper()
+		der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
+			Number: big.NewInt(7), ThisUpdate: now.Add(-72 * time.Hour), NextUpdate: nextUpdate,
+		}, signer.Certificate, signer.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		crl, err := x509.ParseRevocationList(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return crl
+	}
+	roots := []*x509.Certificate{root.Certificate}
+
+	cases := []struct {
+		name         string
+		crl          *x509.RevocationList
+		carried      []*x509.Certificate
+		wantChains   bool
+		wantSignedBy string
+		wantError    string
+		wantStale    bool
+		wantTimeLeft string
+	}{
+		{name: "ok/the root's list", crl: list(root, now.Add(48*time.Hour)),
+			wantChains: true, wantSignedBy: root.Certificate.Subject.String()},
+		{name: "ok/an intermediate's list with the intermediate carried", crl: list(inter, now.Add(time.Hour)),
+			carried: []*x509.Certificate{inter.Certificate}, wantChains: true,
+			wantSignedBy: inter.Certificate.Subject.String()},
+		{name: "refused/an intermediate's list without the intermediate", crl: list(inter, now.Add(time.Hour)),
+			wantError: "signed by none of the CAs in ca.crt"},
+		{name: "refused/another PKI's intermediate carried", crl: list(otherInter, now.Add(time.Hour)),
+			carried: []*x509.Certificate{otherInter.Certificate}, wantError: "which does not chain to ca.crt"},
+		{name: "refused/another root's list", crl: list(other, now.Add(time.Hour)),
+			carried: []*x509.Certificate{inter.Certificate}, wantError: "signed by none of the CAs in ca.crt"},
+		{name: "stale/past its next update", crl: list(root, now.Add(-49*time.Hour)),
+			wantChains: true, wantSignedBy: root.Certificate.Subject.String(), wantStale: true,
+			wantTimeLeft: "stale for 2 days"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			in := pki.InspectCRL(tc.crl, now)
+			in.CheckSignature(tc.crl, tc.carried, roots, "ca.crt")
+
+			if in.Kind != "crl" || in.Number != "7" || in.ChainsTo != "ca.crt" {
+				t.Errorf("kind %q, number %q, checked against %q", in.Kind, in.Number, in.ChainsTo)
+			}
+			if in.Chains != tc.wantChains || in.SignedBy != tc.wantSignedBy {
+				t.Errorf("chains %v, signed by %q (%s); want %v, %q", in.Chains, in.SignedBy, in.ChainError,
+					tc.wantChains, tc.wantSignedBy)
+			}
+			if (tc.wantError == "") != (in.ChainError == "") || !strings.Contains(in.ChainError, tc.wantError) {
+				t.Errorf("chain error %q, want one containing %q", in.ChainError, tc.wantError)
+			}
+			if in.Stale != tc.wantStale {
+				t.Errorf("stale %v, want %v (next update %s)", in.Stale, tc.wantStale, in.NextUpdate)
+			}
+			if tc.wantTimeLeft != "" && in.TimeLeft != tc.wantTimeLeft {
+				t.Errorf("time left %q, want %q", in.TimeLeft, tc.wantTimeLeft)
+			}
+		})
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"crypto"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -15,7 +14,9 @@ import (
 // LoadCertificates reads every certificate in a PEM file, in file order.
 // Blocks of other types (a key pasted into the same file, EC parameters) are
 // skipped; a file with no certificate at all is an error that says what the
-// file seems to hold instead.
+// file seems to hold instead, and so is a block that is cut short or does not
+// decode, of whatever type, since skipping it would drop a certificate
+// without a word.
 func LoadCertificates(path string) ([]*x509.Certificate, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -29,12 +30,9 @@ func LoadCertificates(path string) ([]*x509.Certificate, error) {
 func ParseCertificates(name string, data []byte) ([]*x509.Certificate, error) {
 	var certs []*x509.Certificate
 	var others []string
-	rest := data
-	for {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
+	for _, block := range pemBlocks(data) {
+		if block.Block == nil {
+			return nil, block.damaged(name)
 		}
 		if block.Type != "CERTIFICATE" {
 			others = append(others, block.Type)
@@ -97,7 +95,8 @@ func LoadCertPool(path string) (*x509.CertPool, []*x509.Certificate, error) {
 // LoadKey reads a private key from a PEM file in any of the usual encodings:
 // PKCS #8 ("PRIVATE KEY"), PKCS #1 ("RSA PRIVATE KEY") or SEC 1
 // ("EC PRIVATE KEY"). Encrypted keys are refused with the command that
-// decrypts them, since a server cannot prompt for a passphrase.
+// decrypts them, since a server cannot prompt for a passphrase. A block that
+// is cut short or does not decode is refused with its line.
 func LoadKey(path string) (crypto.Signer, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -109,12 +108,9 @@ func LoadKey(path string) (crypto.Signer, error) {
 // ParseKey is [LoadKey] on bytes already read; name is used in error messages only.
 func ParseKey(name string, data []byte) (crypto.Signer, error) {
 	var seen []string
-	rest := data
-	for {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
+	for _, block := range pemBlocks(data) {
+		if block.Block == nil {
+			return nil, block.damaged(name)
 		}
 		seen = append(seen, block.Type)
 

@@ -430,6 +430,27 @@ func TestInitRefusedBeforeWriting(t *testing.T) {
 			},
 			want: []string{"empty subject alternative name"},
 		},
+		{
+			name: "refused/leaves that outlive the CA",
+			cfg: func(dir string) pki.InitConfig {
+				return pki.InitConfig{Dir: dir, CAValidFor: time.Hour, LeafValidFor: 2 * time.Hour}
+			},
+			want: []string{"after its CA", "a certificate stops working when its CA does"},
+		},
+		{
+			name: "refused/leaves that outlive the intermediate",
+			cfg: func(dir string) pki.InitConfig {
+				return pki.InitConfig{Dir: dir, Intermediate: true, CAValidFor: time.Hour, LeafValidFor: 2 * time.Hour}
+			},
+			want: []string{"after its CA", "intermediate"},
+		},
+		{
+			name: "refused/leaves that start after an expired CA",
+			cfg: func(dir string) pki.InitConfig {
+				return pki.InitConfig{Dir: dir, CANotBefore: time.Now().Add(-48 * time.Hour), CAValidFor: 24 * time.Hour}
+			},
+			want: []string{"after its CA"},
+		},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -441,6 +462,10 @@ func TestInitRefusedBeforeWriting(t *testing.T) {
 				t.Fatalf("Init succeeded with %+v, want an error", res)
 			}
 			wantPKIError(t, err, tc.want...)
+			var outlives *pki.OutlivesCAError
+			if strings.Contains(tc.name, "outlive") && !errors.As(err, &outlives) {
+				t.Errorf("Init refused with %T, want an *OutlivesCAError as IssueFiles gives", err)
+			}
 			if res != nil {
 				t.Errorf("Init returned %+v with its error, want nil", res)
 			}

@@ -9,8 +9,8 @@ import (
 	"time"
 )
 
-// OutlivesCAError is [IssueFiles] refusing a certificate whose validity
-// would end after that of the CA that signs it. Verifiers judge every
+// OutlivesCAError is [IssueFiles] or [Init] refusing a certificate whose
+// validity would end after that of the CA that signs it. Verifiers judge every
 // certificate of a chain by the same clock, so such a certificate stops
 // working when its CA expires whatever its own dates say.
 type OutlivesCAError struct {

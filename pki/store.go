@@ -321,7 +321,8 @@ func revocationTargetFile(target string, signer *Authority) (*big.Int, error) {
 	return leaf.SerialNumber, nil
 }
 
-// LoadCRLs reads every "X509 CRL" PEM block in a file.
+// LoadCRLs reads every "X509 CRL" PEM block in a file. Blocks of other
+// types are skipped, but not one that is cut short or does not decode.
 func LoadCRLs(path string) ([]*x509.RevocationList, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -332,30 +333,45 @@ func LoadCRLs(path string) ([]*x509.RevocationList, error) {
 
 // ParseCRLs is [LoadCRLs] on bytes already read; name is used in messages.
 func ParseCRLs(name string, data []byte) ([]*x509.RevocationList, error) {
+	crls, _, err := ParseCRLFile(name, data)
+	return crls, err
+}
+
+// ParseCRLFile reads a revocation list file as [Authority.RevocationList]
+// writes it: the lists, and the certificates that follow an intermediate's
+// list, each in file order. Blocks of other types are skipped; a file
+// without a list is an error.
+func ParseCRLFile(name string, data []byte) ([]*x509.RevocationList, []*x509.Certificate, error) {
 	var crls []*x509.RevocationList
-	rest := data
-	for {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
+	var certs []*x509.Certificate
+	for _, block := range pemBlocks(data) {
+		if block.Block == nil {
+			return nil, nil, block.damaged(name)
 		}
-		if block.Type != "X509 CRL" {
-			continue
+		switch block.Type {
+		case "X509 CRL":
+			crl, err := x509.ParseRevocationList(block.Bytes)
+			if err != nil {
+				return nil, nil, fmt.Errorf("pki: revocation list %d in %q does not parse: %w",
+					len(crls)+1, name, err)
+			}
+			crls = append(crls, crl)
+		case "CERTIFICATE":
+			cert, err := x509.ParseCertificate(block.Bytes)
+			if err != nil {
+				return nil, nil, fmt.Errorf("pki: certificate %d in revocation list file %q does not "+
+					"parse: %w", len(certs)+1, name, err)
+			}
+			certs = append(certs, cert)
 		}
-		crl, err := x509.ParseRevocationList(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("pki: revocation list %d in %q does not parse: %w", len(crls)+1, name, err)
-		}
-		crls = append(crls, crl)
 	}
 	if len(crls) == 0 {
 		if looksLikeDER(data) {
 			if crl, err := x509.ParseRevocationList(data); err == nil {
-				return []*x509.RevocationList{crl}, nil
+				return []*x509.RevocationList{crl}, nil, nil
 			}
 		}
-		return nil, fmt.Errorf("pki: %q holds no revocation list (expected -----BEGIN X509 CRL-----)", name)
+		return nil, nil, fmt.Errorf("pki: %q holds no revocation list (expected -----BEGIN X509 CRL-----)", name)
 	}
-	return crls, nil
+	return crls, certs, nil
 }

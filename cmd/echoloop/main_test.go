@@ -372,12 +372,11 @@ func TestServeRefusesBadInputWithOneLine(t *testing.T) {
 
 	expired := t.TempDir()
 	writeExpiredServerCertificate(t, expired)
-	// A CA that expired yesterday, with leaves valid now, as a user makes it.
+	// A CA that expired yesterday, with a server certificate valid now:
+	// pki init refuses to make leaves that outlive their CA, but such files
+	// still come from elsewhere.
 	expiredCA := t.TempDir()
-	if _, errOut, code := runCommand(t.Context(), "pki", "init", "--certs", expiredCA,
-		"--ca-not-before=-48h", "--ca-valid-for", "24h"); code != exitOK {
-		t.Fatal(errOut)
-	}
+	writeServerUnderExpiredCA(t, expiredCA)
 	if _, errOut, code := runCommand(t.Context(), "pki", "issue", "server", "futsrv", "--certs", good,
 		"--not-before=48h"); code != exitOK {
 		t.Fatal(errOut)
@@ -579,6 +578,26 @@ func writeExpiredServerCertificate(t *testing.T, dir string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	writeServerFiles(t, dir, ca, cert)
+}
+
+func writeServerUnderExpiredCA(t *testing.T, dir string) {
+	t.Helper()
+	now := time.Now()
+	ca, err := pki.NewAuthority("expired test CA", pki.WithValidity(now.Add(-48*time.Hour), now.Add(-24*time.Hour)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.IssueServer(pki.DefaultServerNames)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeServerFiles(t, dir, ca, cert)
+}
+
+// writeServerFiles writes what serve reads from --certs.
+func writeServerFiles(t *testing.T, dir string, ca *pki.Authority, cert *pki.Issued) {
+	t.Helper()
 	key, err := cert.KeyPEM()
 	if err != nil {
 		t.Fatal(err)

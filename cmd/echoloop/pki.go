@@ -121,6 +121,12 @@ func (c *pkiInitCmd) Run(kctx *kong.Context, out *output) error {
 		LeafNotBefore: must(parseWhen("--not-before", c.NotBefore, now)),
 		Force:         c.Force,
 	})
+	var outlives *pki.OutlivesCAError
+	if errors.As(err, &outlives) {
+		return outlivesHint(outlives, c.NotBefore, now, "or give a longer --ca-valid-for",
+			"the CA ends before the leaves would start: give --not-before before its end, "+
+				"or a later --ca-not-before or a longer --ca-valid-for")
+	}
 	if err != nil {
 		return err
 	}
@@ -326,7 +332,10 @@ func (c *pkiIssueCmd) Run(out *output) error {
 	issued, paths, err := pki.IssueFiles(c.Certs, c.CAKey, pki.Usage(c.Kind), c.Name, sans, c.Force, opts...)
 	var outlives *pki.OutlivesCAError
 	if errors.As(err, &outlives) {
-		return c.outlivesHint(outlives)
+		return outlivesHint(outlives, c.NotBefore, time.Now(), "or make a longer-lived CA "+
+			"(echoloop pki init --force --ca-valid-for D, which replaces the CA and every certificate)",
+			"the CA itself has expired: make a new PKI with echoloop pki init --force "+
+				"(it replaces the CA and every certificate)")
 	}
 	if err != nil {
 		return err
@@ -343,25 +352,43 @@ func (c *pkiIssueCmd) Run(out *output) error {
 	return nil
 }
 
-// outlivesHint adds to a refused validity the longest --valid-for the CA
-// allows, or, when the CA has already expired, what replaces it.
-func (c *pkiIssueCmd) outlivesHint(err *pki.OutlivesCAError) error {
-	now := time.Now()
-	if !err.CA.NotAfter.After(now) {
-		return fmt.Errorf("%w; the CA itself has expired: make a new PKI with echoloop pki init --force "+
-			"(it replaces the CA and every certificate)", err)
-	}
+// outlivesHint adds to a refused leaf validity what fits: the longest
+// --valid-for the CA allows from the leaf's start (--not-before, or now),
+// then longerCA, the other way out. --not-before is named only when it was
+// given; when it was not and the CA has already ended, no --valid-for helps,
+// and caEnded says what does.
+func outlivesHint(
+	err *pki.OutlivesCAError,
+	notBefore string,
+	now time.Time,
+	longerCA, caEnded string,
+) error {
 	start := now
-	if c.NotBefore != "" {
-		start, _ = parseWhen("--not-before", c.NotBefore, now) // checked in Validate
+	if notBefore != "" {
+		start, _ = parseWhen("--not-before", notBefore, now) // checked in Validate
 	}
-	longest := err.CA.NotAfter.Sub(start).Truncate(time.Hour)
-	if longest <= 0 {
-		return fmt.Errorf("%w; move --not-before before the CA's end", err)
+	if longest := fittingValidFor(err.CA.NotAfter.Sub(start)); longest != "" {
+		return fmt.Errorf("%w; give --valid-for %s or less, %s", err, longest, longerCA)
 	}
-	return fmt.Errorf("%w; give --valid-for %s or less, or make a longer-lived CA (echoloop pki init "+
-		"--force --ca-valid-for D, which replaces the CA and every certificate)", err,
-		strings.TrimSuffix(longest.String(), "0m0s"))
+	if notBefore != "" {
+		return fmt.Errorf("%w; move --not-before before the CA's end, %s", err, longerCA)
+	}
+	return fmt.Errorf("%w; %s", err, caEnded)
+}
+
+// fittingValidFor spells d as a --valid-for value no longer than d, in the
+// largest unit that does not round it down to nothing: 87599h, 59m, 42s.
+// It is empty when not even a second fits.
+func fittingValidFor(d time.Duration) string {
+	for _, unit := range []struct {
+		size time.Duration
+		name string
+	}{{time.Hour, "h"}, {time.Minute, "m"}, {time.Second, "s"}} {
+		if d >= unit.size {
+			return fmt.Sprintf("%d%s", d/unit.size, unit.name)
+		}
+	}
+	return ""
 }
 
 type pkiRevokeCmd struct {
@@ -407,46 +434,54 @@ type pkiInspectCmd struct {
 	JSON  bool     `name:"json" help:"Print one JSON object per certificate or list, one per line."`
 }
 
-// crlInspection is what inspect shows of a revocation list.
-type crlInspection struct {
-	File       string    `json:"file"`
-	Kind       string    `json:"kind"`
-	Issuer     string    `json:"issuer"`
-	Number     string    `json:"number"`
-	ThisUpdate time.Time `json:"thisUpdate"`
-	NextUpdate time.Time `json:"nextUpdate"`
-	Revoked    []string  `json:"revokedSerials"`
-}
-
 func (c *pkiInspectCmd) Run(out *output) error {
 	roots, caFile, intermediates := c.trustAnchors()
+	var rootPool *x509.CertPool
+	if roots != nil {
+		rootPool = x509.NewCertPool()
+		for _, root := range roots {
+			rootPool.AddCert(root)
+		}
+	}
+	now := time.Now()
 	var problems []string
 	for _, file := range c.Files {
 		data, err := os.ReadFile(file)
 		if err != nil {
 			return fmt.Errorf("reading %s: %w", file, err)
 		}
+
+		// A list file may carry certificates after its lists (an
+		// intermediate's, as pki revoke writes it): both are shown.
+		var certs []*x509.Certificate
 		if strings.Contains(string(data), "-----BEGIN X509 CRL-----") {
-			crls, err := pki.ParseCRLs(file, data)
-			if err != nil {
+			var crls []*x509.RevocationList
+			if crls, certs, err = pki.ParseCRLFile(file, data); err != nil {
 				return err
 			}
-			for _, crl := range crls {
-				c.printCRL(out.out, inspectCRL(file, crl))
+			for i, crl := range crls {
+				in := pki.InspectCRL(crl, now)
+				in.File, in.Index = file, i+1
+				if roots != nil {
+					in.CheckSignature(crl, append(append([]*x509.Certificate{}, certs...), intermediates...),
+						roots, caFile)
+				}
+				if in.Stale {
+					problems = append(problems, fmt.Sprintf("%s: revocation list %d from %s (%s)",
+						file, in.Index, in.Issuer, in.TimeLeft))
+				}
+				c.printCRL(out.out, in)
 			}
-			continue
-		}
-
-		certs, err := pki.ParseCertificates(file, data)
-		if err != nil {
+		} else if certs, err = pki.ParseCertificates(file, data); err != nil {
 			return err
 		}
+
 		for i, cert := range certs {
-			in := pki.Inspect(cert, time.Now())
+			in := pki.Inspect(cert, now)
 			in.File, in.Index = file, i+1
 			if roots != nil {
 				in.CheckChain(cert, append(append([]*x509.Certificate{}, certs[i+1:]...), intermediates...),
-					roots, caFile)
+					rootPool, caFile)
 			}
 			if in.Expired || in.NotYetValid {
 				problems = append(problems, fmt.Sprintf("%s: %s (%s)", file, in.Subject, in.TimeLeft))
@@ -460,10 +495,11 @@ func (c *pkiInspectCmd) Run(out *output) error {
 	return nil
 }
 
-// trustAnchors reads DIR/ca.crt, when there is one, to check chains against.
-func (c *pkiInspectCmd) trustAnchors() (*x509.CertPool, string, []*x509.Certificate) {
+// trustAnchors reads DIR/ca.crt, when there is one, to check chains
+// against, and DIR/intermediate.crt when there is one of those too.
+func (c *pkiInspectCmd) trustAnchors() ([]*x509.Certificate, string, []*x509.Certificate) {
 	caFile := filepath.Join(c.Certs, pki.CACertFile)
-	roots, _, err := pki.LoadCertPool(caFile)
+	roots, err := pki.LoadCertificates(caFile)
 	if err != nil {
 		return nil, "", nil
 	}
@@ -471,31 +507,35 @@ func (c *pkiInspectCmd) trustAnchors() (*x509.CertPool, string, []*x509.Certific
 	return roots, caFile, intermediates
 }
 
-func inspectCRL(file string, crl *x509.RevocationList) crlInspection {
-	in := crlInspection{File: file, Kind: "crl", Issuer: crl.Issuer.String(),
-		ThisUpdate: crl.ThisUpdate.UTC(), NextUpdate: crl.NextUpdate.UTC(), Revoked: []string{}}
-	if crl.Number != nil {
-		in.Number = crl.Number.String()
-	}
-	for _, e := range crl.RevokedCertificateEntries {
-		in.Revoked = append(in.Revoked, e.SerialNumber.Text(16))
-	}
-	return in
-}
-
-func (c *pkiInspectCmd) printCRL(w io.Writer, in crlInspection) {
+func (c *pkiInspectCmd) printCRL(w io.Writer, in pki.CRLInspection) {
 	if c.JSON {
 		line, _ := json.Marshal(in)
 		fmt.Fprintln(w, string(line))
 		return
 	}
+	next := "none given"
+	if !in.NextUpdate.IsZero() {
+		next = fmt.Sprintf("%s (%s)", in.NextUpdate.Format(time.RFC3339), in.TimeLeft)
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "%s\trevocation list\n", in.File)
-	fmt.Fprintf(tw, "  issuer\t%s\n", in.Issuer)
-	fmt.Fprintf(tw, "  number\t%s\n", in.Number)
-	fmt.Fprintf(tw, "  this update\t%s\n", in.ThisUpdate.Format(time.RFC3339))
-	fmt.Fprintf(tw, "  next update\t%s\n", in.NextUpdate.Format(time.RFC3339))
-	fmt.Fprintf(tw, "  revoked serials\t%s\n", printable(strings.Join(in.Revoked, ", ")))
+	fmt.Fprintf(tw, "%s\trevocation list %d\n", in.File, in.Index)
+	rows := [][2]string{
+		{"issuer", in.Issuer},
+		{"number", in.Number},
+		{"this update", in.ThisUpdate.Format(time.RFC3339)},
+		{"next update", next},
+		{"revoked serials", strings.Join(in.Revoked, ", ")},
+	}
+	if in.ChainsTo != "" {
+		verdict := "yes, signed by " + in.SignedBy
+		if !in.Chains {
+			verdict = "no: " + in.ChainError
+		}
+		rows = append(rows, [2]string{"chains to " + in.ChainsTo, verdict})
+	}
+	for _, row := range rows {
+		fmt.Fprintf(tw, "  %s\t%s\n", row[0], printable(row[1]))
+	}
 	tw.Flush()
 	fmt.Fprintln(w)
 }

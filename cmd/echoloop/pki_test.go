@@ -45,9 +45,11 @@ func fileMode(t *testing.T, path string) os.FileMode {
 // inspected is what one line of `pki inspect --json` holds, for either kind.
 type inspected struct {
 	pki.Inspection
-	Kind    string   `json:"kind"`
-	Number  string   `json:"number"`
-	Revoked []string `json:"revokedSerials"`
+	Kind     string   `json:"kind"`
+	Number   string   `json:"number"`
+	Revoked  []string `json:"revokedSerials"`
+	SignedBy string   `json:"signedBy"`
+	Stale    bool     `json:"stale"`
 }
 
 func inspectJSON(t *testing.T, out string) []inspected {
@@ -139,14 +141,18 @@ func TestPKICommandsWithIntermediate(t *testing.T) {
 	out, _ = mustRun(t, exitOK, "pki", "inspect", "--json", "--certs", certs, crlPath,
 		filepath.Join(certs, "alice.crt"), filepath.Join(certs, "web.crt"))
 	lines := inspectJSON(t, out)
-	if len(lines) != 5 {
-		t.Fatalf("inspect --json printed %d lines, want 5 (a list, then two certificates from each file):\n%s",
-			len(lines), out)
+	if len(lines) != 6 {
+		t.Fatalf("inspect --json printed %d lines, want 6 (the list and the intermediate it carries, "+
+			"then two certificates from each file):\n%s", len(lines), out)
 	}
 	crl := lines[0]
 	if crl.Kind != "crl" || crl.Number != "2" || !slices.Equal(crl.Revoked, []string{pki.SerialHex(alice[0])}) ||
 		crl.File != crlPath || !strings.Contains(crl.Issuer, "intermediate") {
 		t.Errorf("CRL line = %+v, want list number 2 from the intermediate naming alice's serial", crl)
+	}
+	if !crl.Chains || crl.ChainsTo != filepath.Join(certs, "ca.crt") || crl.SignedBy != alice[1].Subject.String() {
+		t.Errorf("CRL line: chains %v to %q, signed by %q (%s), want the intermediate under ca.crt",
+			crl.Chains, crl.ChainsTo, crl.SignedBy, crl.ChainError)
 	}
 	for i, want := range []struct {
 		file    string
@@ -154,6 +160,7 @@ func TestPKICommandsWithIntermediate(t *testing.T) {
 		subject string
 		isCA    bool
 	}{
+		{"ca.crl", 1, alice[1].Subject.String(), true},
 		{"alice.crt", 1, "CN=alice,O=echoloop development", false},
 		{"alice.crt", 2, alice[1].Subject.String(), true},
 		{"web.crt", 1, "CN=web.example.test,O=echoloop development", false},
@@ -170,12 +177,12 @@ func TestPKICommandsWithIntermediate(t *testing.T) {
 				got.ChainError)
 		}
 	}
-	if web := lines[3]; web.Key != "Ed25519" || !slices.Equal(web.IPAddresses, []string{"10.0.0.9"}) ||
+	if web := lines[4]; web.Key != "Ed25519" || !slices.Equal(web.IPAddresses, []string{"10.0.0.9"}) ||
 		!slices.Equal(web.ExtKeyUsage, []string{"serverAuth"}) {
 		t.Errorf("web.crt line = key %q, IPs %q, EKU %q", web.Key, web.IPAddresses, web.ExtKeyUsage)
 	}
-	if !slices.Equal(lines[1].URIs, []string{"spiffe://example.test/team/alice"}) {
-		t.Errorf("alice's URIs = %q", lines[1].URIs)
+	if !slices.Equal(lines[2].URIs, []string{"spiffe://example.test/team/alice"}) {
+		t.Errorf("alice's URIs = %q", lines[2].URIs)
 	}
 
 	// Revoking alice again is refused, and the list stays as it was.
@@ -317,12 +324,27 @@ func TestPKICommandsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	client, err := os.ReadFile(filepath.Join(certs, pki.ClientCertFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	truncated := filepath.Join(t.TempDir(), "trunc.crt")
+	if err := os.WriteFile(truncated, client[:300], 0o600); err != nil {
+		t.Fatal(err)
+	}
+
 	cases := []struct {
 		name     string
 		args     []string
 		wantCode int
 		wantErr  []string
 	}{
+		{
+			name:     "refused/inspect of a certificate cut short",
+			args:     []string{"pki", "inspect", "--certs", certs, truncated},
+			wantCode: exitFail, wantErr: []string{`"` + truncated + `" holds an incomplete CERTIFICATE block, ` +
+				"starting at line 1: no -----END line follows"},
+		},
 		{
 			name: "refused/unknown reason", args: []string{"pki", "revoke", filepath.Join(certs, "client.crt"),
 				"--certs", certs, "--reason", "lost"}, wantCode: exitFail,
