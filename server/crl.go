@@ -164,7 +164,8 @@ func (s *crlSet) checkApplies(path string, m *material) error {
 // byte for byte. Without this, anyone able to write the file could put back
 // an older list, properly signed, and so un-revoke every certificate
 // revoked since; a list that changed under the same number is refused too,
-// since a CA that changes its list must raise the number.
+// since a CA that changes its list must raise the number. A list in force
+// that the new set leaves out is refused for the same reason.
 func (s *crlSet) checkNotOlder(path string, in *crlSet, m *material) error {
 	signers := slices.Concat(m.cas, m.chain, s.certs, in.certs)
 	var problems []error
@@ -190,6 +191,24 @@ func (s *crlSet) checkNotOlder(path string, in *crlSet, m *material) error {
 			if err != nil {
 				problems = append(problems, err)
 			}
+		}
+	}
+
+	// A list in force that the new file leaves out un-revokes just as an
+	// older one would, unless its CA is no longer trusted and it refuses no
+	// one anyway.
+	stale := in.inapplicable(m)
+	for _, prev := range in.lists {
+		if slices.Contains(stale, prev) {
+			continue
+		}
+		kept := slices.ContainsFunc(s.lists, func(next *x509.RevocationList) bool {
+			return sameIssuer(prev, next, signers)
+		})
+		if !kept {
+			problems = append(problems, fmt.Errorf("revocation list %s leaves out the list of %q "+
+				"in force (number %s): without it the certificates it revokes would be let in again; "+
+				"keep that CA's list in the file", path, prev.Issuer.String(), prev.Number))
 		}
 	}
 	return errors.Join(problems...)

@@ -566,3 +566,68 @@ func TestCRLReloadRefusesAnOlderList(t *testing.T) {
 		t.Errorf("failed reloads = %v, want %d", got, len(steps))
 	}
 }
+
+func TestCRLReloadRefusesAFileThatDropsACAsList(t *testing.T) {
+	t.Parallel()
+	first, err := pki.NewAuthority("first client CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := pki.NewAuthority("second client CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost, err := first.IssueClient("lost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	revoked := []x509.RevocationListEntry{{
+		SerialNumber: lost.Certificate.SerialNumber, RevocationTime: time.Now(), ReasonCode: 1,
+	}}
+	crlPath := filepath.Join(t.TempDir(), pki.CRLFile)
+	both := func(firstNumber, secondNumber int64, listing []x509.RevocationListEntry) []byte {
+		a, err := first.RevocationList(big.NewInt(firstNumber), listing)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := other.RevocationList(big.NewInt(secondNumber), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return append(a, b...)
+	}
+	if err := os.WriteFile(crlPath, both(1, 1, revoked), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv := servertest.Start(t, server.WithClientCAs(first.Certificate, other.Certificate),
+		server.WithCRLFile(crlPath))
+	revokedClient := client.WithCertificate(lost.TLSCertificate())
+	if _, err := echoOnce(t, srv, client.Connect, revokedClient); err == nil {
+		t.Fatal("the revoked client was accepted")
+	}
+
+	// The second CA's newer list alone: the first CA's list is gone.
+	onlyOther, err := other.RevocationList(big.NewInt(2), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(crlPath, onlyOther, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitForLog(t, srv, "refusing the file without the first CA's list", func(line map[string]any) bool {
+		msg, _ := line[server.KeyError].(string)
+		return line["msg"] == "revocation list not reloaded; the previous one stays in force" &&
+			strings.Contains(msg, "leaves out the list of") && strings.Contains(msg, "in force (number 1)")
+	})
+	if _, err := echoOnce(t, srv, client.Connect, revokedClient); err == nil {
+		t.Error("after the refused reload the revoked client was accepted")
+	}
+
+	// Both lists again, each newer: loaded.
+	if err := os.WriteFile(crlPath, both(2, 3, revoked), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitForLog(t, srv, "loading both newer lists", func(line map[string]any) bool {
+		return line["msg"] == "revocation list loaded" && line["number"] == 3.0
+	})
+}
