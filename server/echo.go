@@ -375,6 +375,8 @@ func checkServerTimeout(value string) error {
 	const unit = "send the call's timeout in seconds, as a decimal number such as 2.5"
 	seconds, err := strconv.ParseFloat(value, 64)
 	switch {
+	case errors.Is(err, strconv.ErrRange) && seconds > 0:
+		return fmt.Errorf("%s %q is too large: %s", serverTimeoutHeader, value, unit)
 	case err != nil || math.IsNaN(seconds) || math.IsInf(seconds, 0):
 		return fmt.Errorf("%s %q is not a number of seconds: %s", serverTimeoutHeader, value, unit)
 	case seconds < 0:

@@ -154,7 +154,7 @@ func TestCurlMalformedServerTimeout(t *testing.T) {
 			"-H", "X-Server-Timeout: "+timeout, "-d", `{"message":"hi"}`, srv.URL+server.PlainHTTPPath)
 	}
 
-	for _, value := range []string{"abc", "-1", "-0.5", "NaN", "Inf", "1.2.3", ".", "2s"} {
+	for _, value := range []string{"abc", "-1", "-0.5", "NaN", "Inf", "1.2.3", ".", "2s", "1e400"} {
 		t.Run("refused/"+value, func(t *testing.T) {
 			t.Parallel()
 			status, contentType, answer := call(t, value)
@@ -169,6 +169,9 @@ func TestCurlMalformedServerTimeout(t *testing.T) {
 			if !strings.HasPrefix(message, fmt.Sprintf("X-Server-Timeout %q ", value)) ||
 				!strings.Contains(message, "seconds, as a decimal number") {
 				t.Errorf("message = %q, want the value sent and the header's unit", message)
+			}
+			if value == "1e400" && !strings.Contains(message, "is too large") {
+				t.Errorf("message = %q, want it called too large: it is a number", message)
 			}
 		})
 	}

@@ -253,8 +253,8 @@ func (c *callCmd) chat(ctx context.Context, cl *client.Client, out *output) erro
 	case err := <-readErr:
 		if errors.Is(err, bufio.ErrTooLong) {
 			return fmt.Errorf("a line of standard input is longer than %d bytes (%d MiB), the "+
-				"largest message the server takes by default (--max-message-bytes): split it, or "+
-				"send it with call --message", maxChatLine, maxChatLine>>20)
+				"largest message the server takes by default (--max-message-bytes): split it into "+
+				"shorter lines", maxChatLine, maxChatLine>>20)
 		}
 		if err != nil {
 			return fmt.Errorf("reading standard input: %w", err)

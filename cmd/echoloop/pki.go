@@ -107,7 +107,7 @@ func (c *pkiInitCmd) Run(kctx *kong.Context, out *output) error {
 	}
 
 	now := time.Now()
-	result, err := pki.Init(pki.InitConfig{
+	config := pki.InitConfig{
 		Dir:          c.Certs,
 		ServerSANs:   c.SAN,
 		ClientName:   c.Name,
@@ -120,8 +120,23 @@ func (c *pkiInitCmd) Run(kctx *kong.Context, out *output) error {
 		CANotBefore:   must(parseWhen("--ca-not-before", c.CANotBefore, now)),
 		LeafNotBefore: must(parseWhen("--not-before", c.NotBefore, now)),
 		Force:         c.Force,
-	})
+	}
+	result, err := pki.Init(config)
 	var outlives *pki.OutlivesCAError
+	if errors.As(err, &outlives) && !given(kctx, "valid-for") {
+		// The default leaf validity is no choice the user made: a short-lived
+		// CA gets leaves that end with it, rather than a refusal. The CA is
+		// made again, a moment later, so a second is left as margin.
+		start := outlives.NotAfter.Add(-c.ValidFor)
+		if fit := outlives.CA.NotAfter.Sub(start).Truncate(time.Second) - time.Second; fit > 0 {
+			config.LeafValidFor = fit
+			result, err = pki.Init(config)
+			if err == nil {
+				fmt.Fprintf(out.out, "the leaves are valid for %s, until the CA ends "+
+					"(the default --valid-for, %s, would outlive it)\n", fit, c.ValidFor)
+			}
+		}
+	}
 	if errors.As(err, &outlives) {
 		return outlivesHint(outlives, c.NotBefore, now, "or give a longer --ca-valid-for",
 			"the CA ends before the leaves would start: give --not-before before its end, "+

@@ -115,6 +115,28 @@ func TestPKIInitRefusesLeavesOutlivingTheCA(t *testing.T) {
 	}
 }
 
+// TestPKIInitShortCAWithTheDefaultLeafValidity: a CA shorter than the
+// default --valid-for gets leaves that end with it, and init says so.
+func TestPKIInitShortCAWithTheDefaultLeafValidity(t *testing.T) {
+	t.Parallel()
+	certs := filepath.Join(t.TempDir(), "certs")
+	out, _ := mustRun(t, exitOK, "pki", "init", "--certs", certs, "--ca-valid-for", "1h")
+	wantLines(t, "stdout", out, "until the CA ends", "the default --valid-for")
+	ca, err := pki.LoadCertificates(filepath.Join(certs, pki.CACertFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{pki.ServerCertFile, pki.ClientCertFile} {
+		leaf, err := pki.LoadCertificates(filepath.Join(certs, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if leaf[0].NotAfter.After(ca[0].NotAfter) || ca[0].NotAfter.Sub(leaf[0].NotAfter) > time.Minute {
+			t.Errorf("%s ends at %s, want just before the CA's end %s", name, leaf[0].NotAfter, ca[0].NotAfter)
+		}
+	}
+}
+
 // TestPKIInspectRevocationLists checks what inspect says of lists: which
 // CA signed them, the certificates a list file carries, and a list past
 // its next update, which fails inspect as an expired certificate does.
