@@ -236,6 +236,8 @@ func TestServeChecksItsAddressesAtStart(t *testing.T) {
 			"are the same port: the metrics listener needs a port of its own"},
 		{"refused/metrics on the serving port of every interface",
 			[]string{"--addr", ":" + port, "--metrics-addr", ":" + port}, "are the same port"},
+		{"refused/metrics on the serving address by another name",
+			[]string{"--addr", addr, "--metrics-addr", "localhost:" + port}, "are the same port"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

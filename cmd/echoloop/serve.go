@@ -157,7 +157,32 @@ func sameListener(addr, metricsAddr string) bool {
 		return false
 	}
 	wildcard := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
-	return host == mHost || wildcard(host) || wildcard(mHost)
+	if host == mHost || wildcard(host) || wildcard(mHost) {
+		return true
+	}
+	// localhost and 127.0.0.1 are one listener: compare what the names
+	// stand for, as the listeners will bind them.
+	mine := listenIPs(host)
+	return slices.ContainsFunc(listenIPs(mHost), func(ip string) bool { return slices.Contains(mine, ip) })
+}
+
+// listenIPs returns the addresses host stands for: itself when it is an IP
+// address, what it resolves to otherwise, or nothing when it does not
+// resolve (the listener will say so).
+func listenIPs(host string) []string {
+	if ip := net.ParseIP(host); ip != nil {
+		return []string{ip.String()}
+	}
+	addrs, err := net.DefaultResolver.LookupHost(context.Background(), host)
+	if err != nil {
+		return nil
+	}
+	for i, a := range addrs {
+		if ip := net.ParseIP(a); ip != nil {
+			addrs[i] = ip.String()
+		}
+	}
+	return addrs
 }
 
 // policyProblems refuses a policy flag that was given but names nothing.
