@@ -351,14 +351,8 @@ func (c *Client) auditCall(ctx context.Context, cfg AuditConfig, p Protocol) Obs
 // speaking p. A target that has no such procedure answers unimplemented,
 // which tells as much as a reply.
 func (c *Client) auditUnary(ctx context.Context, hc *http.Client, p Protocol, procedure string) error {
-	var opts []connect.ClientOption
-	switch p {
-	case GRPC:
-		opts = append(opts, connect.WithGRPC())
-	case GRPCWeb:
-		opts = append(opts, connect.WithGRPCWeb())
-	}
-	rpc := connect.NewClient[echov1.EchoRequest, echov1.EchoResponse](hc, c.baseURL+procedure, opts...)
+	rpc := connect.NewClient[echov1.EchoRequest, echov1.EchoResponse](hc, c.baseURL+procedure,
+		protocolOptions(p)...)
 	_, err := rpc.CallUnary(ctx, connect.NewRequest(&echov1.EchoRequest{Message: "echoloop audit"}))
 	return err
 }

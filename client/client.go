@@ -392,14 +392,19 @@ func (c *Client) callWith(
 
 // rpc is the generated client for one of the RPC protocols.
 func (c *Client) rpc(hc *http.Client, p Protocol) echov1connect.EchoServiceClient {
-	var opts []connect.ClientOption
+	return echov1connect.NewEchoServiceClient(hc, c.baseURL, protocolOptions(p)...)
+}
+
+// protocolOptions are the connect-go client options that speak p; Connect
+// is connect-go's default and needs none.
+func protocolOptions(p Protocol) []connect.ClientOption {
 	switch p {
 	case GRPC:
-		opts = append(opts, connect.WithGRPC())
+		return []connect.ClientOption{connect.WithGRPC()}
 	case GRPCWeb:
-		opts = append(opts, connect.WithGRPCWeb())
+		return []connect.ClientOption{connect.WithGRPCWeb()}
 	}
-	return echov1connect.NewEchoServiceClient(hc, c.baseURL, opts...)
+	return nil
 }
 
 // EchoStream asks for count echoes, interval apart, and hands each to each

@@ -26,16 +26,6 @@ import (
 	"github.com/echoloop/echoloop/server/servertest"
 )
 
-// validAuthority makes a CA valid from notBefore to notAfter.
-func validAuthority(t *testing.T, name string, notBefore, notAfter time.Time) *pki.Authority {
-	t.Helper()
-	ca, err := pki.NewAuthority(name, pki.WithValidity(notBefore, notAfter))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ca
-}
-
 // writeCAs writes a CA bundle of the given CAs and returns its path.
 func writeCAs(t *testing.T, cas ...*pki.Authority) string {
 	t.Helper()
@@ -79,8 +69,8 @@ func TestServerChainOutOfValidityIsNamed(t *testing.T) {
 	t.Parallel()
 	now := time.Now()
 	yesterday, lastWeek, tomorrow := now.Add(-24*time.Hour), now.Add(-7*24*time.Hour), now.Add(24*time.Hour)
-	good := validAuthority(t, "good CA", lastWeek, now.Add(365*24*time.Hour))
-	expired := validAuthority(t, "expired CA", lastWeek, yesterday)
+	good := servertest.Authority(t, "good CA", lastWeek, now.Add(365*24*time.Hour))
+	expired := servertest.Authority(t, "expired CA", lastWeek, yesterday)
 	expiredIntermediate, err := good.NewIntermediate("expired intermediate", pki.WithValidity(lastWeek, yesterday))
 	if err != nil {
 		t.Fatal(err)
@@ -140,8 +130,8 @@ func TestServerChainOutOfValidityIsNamed(t *testing.T) {
 func TestClientRefusedForItsCAsValidity(t *testing.T) {
 	t.Parallel()
 	now := time.Now()
-	good := validAuthority(t, "good CA", now.Add(-time.Hour), now.Add(time.Hour))
-	expired := validAuthority(t, "expired CA", now.Add(-48*time.Hour), now.Add(-24*time.Hour))
+	good := servertest.Authority(t, "good CA", now.Add(-time.Hour), now.Add(time.Hour))
+	expired := servertest.Authority(t, "expired CA", now.Add(-48*time.Hour), now.Add(-24*time.Hour))
 	serverCert, err := good.IssueServer(pki.DefaultServerNames)
 	if err != nil {
 		t.Fatal(err)

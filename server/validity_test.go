@@ -18,22 +18,12 @@ import (
 	"github.com/echoloop/echoloop/server/servertest"
 )
 
-// authorityValid makes a CA valid from notBefore to notAfter.
-func authorityValid(t *testing.T, name string, notBefore, notAfter time.Time) *pki.Authority {
-	t.Helper()
-	ca, err := pki.NewAuthority(name, pki.WithValidity(notBefore, notAfter))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ca
-}
-
 func TestNewRefusesMaterialOutsideItsValidity(t *testing.T) {
 	t.Parallel()
 	now := time.Now()
-	good := authorityValid(t, "good CA", now.Add(-time.Hour), now.Add(time.Hour))
-	expired := authorityValid(t, "expired CA", now.Add(-48*time.Hour), now.Add(-24*time.Hour))
-	future := authorityValid(t, "future CA", now.Add(24*time.Hour), now.Add(48*time.Hour))
+	good := servertest.Authority(t, "good CA", now.Add(-time.Hour), now.Add(time.Hour))
+	expired := servertest.Authority(t, "expired CA", now.Add(-48*time.Hour), now.Add(-24*time.Hour))
+	future := servertest.Authority(t, "future CA", now.Add(24*time.Hour), now.Add(48*time.Hour))
 	issue := func(opts ...pki.Option) *pki.Issued {
 		cert, err := good.IssueServer(pki.DefaultServerNames, opts...)
 		if err != nil {
@@ -92,8 +82,8 @@ func warned(srv *servertest.Server, msg, subject string) bool {
 func TestSomeClientCAsOutOfValidityAreLogged(t *testing.T) {
 	t.Parallel()
 	now := time.Now()
-	good := authorityValid(t, "good CA", now.Add(-time.Hour), now.Add(time.Hour))
-	expired := authorityValid(t, "expired CA", now.Add(-48*time.Hour), now.Add(-24*time.Hour))
+	good := servertest.Authority(t, "good CA", now.Add(-time.Hour), now.Add(time.Hour))
+	expired := servertest.Authority(t, "expired CA", now.Add(-48*time.Hour), now.Add(-24*time.Hour))
 	subject := expired.Certificate.Subject.String()
 	serverCert, err := good.IssueServer(pki.DefaultServerNames)
 	if err != nil {
@@ -141,7 +131,7 @@ func TestSomeClientCAsOutOfValidityAreLogged(t *testing.T) {
 func TestReloadRefusesABundleWithNoValidCA(t *testing.T) {
 	t.Parallel()
 	now := time.Now()
-	expired := authorityValid(t, "expired CA", now.Add(-48*time.Hour), now.Add(-24*time.Hour))
+	expired := servertest.Authority(t, "expired CA", now.Add(-48*time.Hour), now.Add(-24*time.Hour))
 	srv := servertest.StartWithFiles(t, t.TempDir())
 	caFile := filepath.Join(srv.CertDir, pki.CACertFile)
 

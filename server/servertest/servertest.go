@@ -242,3 +242,14 @@ func (s *Server) WaitForRefusals(tb testing.TB, reason string, n int) []map[stri
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// Authority makes a CA valid from notBefore to notAfter, for tests of
+// material outside its validity.
+func Authority(tb testing.TB, name string, notBefore, notAfter time.Time) *pki.Authority {
+	tb.Helper()
+	ca, err := pki.NewAuthority(name, pki.WithValidity(notBefore, notAfter))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return ca
+}
