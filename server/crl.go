@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -62,23 +61,13 @@ func readCRLSet(path string) (*crlSet, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pki: reading revocation list: %w", err)
 	}
-	lists, err := pki.ParseCRLs(path, data)
+	lists, certs, err := pki.ParseCRLFile(path, data)
 	if err != nil {
 		return nil, err
 	}
 	set := &crlSet{lists: lists, digest: sha256.Sum256(data)}
-	for rest := data; ; {
-		var block *pem.Block
-		if block, rest = pem.Decode(rest); block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		cert, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("pki: a certificate in revocation list %q does not parse: %w", path, err)
-		}
+	// Only a CA certificate can be the intermediate that signed a list.
+	for _, cert := range certs {
 		if cert.IsCA {
 			set.certs = append(set.certs, cert)
 		}
