@@ -56,10 +56,10 @@ func ReissueCommand(file string, cert *x509.Certificate) string {
 	}
 
 	args := []string{"echoloop pki issue", string(usage), name, "--certs", dir}
-	for _, san := range sanValues(cert) {
+	for _, san := range SANs(cert) {
 		args = append(args, "--san", san)
 	}
-	if kt := keyTypeOf(cert); kt != "" && kt != KeyECDSAP256 {
+	if kt := KeyTypeOf(cert); kt != "" && kt != KeyECDSAP256 {
 		args = append(args, "--key-type", string(kt))
 	}
 	command := strings.Join(append(args, "--force"), " ")
@@ -71,8 +71,9 @@ func ReissueCommand(file string, cert *x509.Certificate) string {
 	return command
 }
 
-// sanValues are a certificate's subject alternative names as --san takes them.
-func sanValues(cert *x509.Certificate) []string {
+// SANs are a certificate's subject alternative names as --san takes them:
+// DNS names, IP addresses, URIs, then e-mail addresses.
+func SANs(cert *x509.Certificate) []string {
 	values := append([]string{}, cert.DNSNames...)
 	for _, ip := range cert.IPAddresses {
 		values = append(values, ip.String())
@@ -83,9 +84,9 @@ func sanValues(cert *x509.Certificate) []string {
 	return append(values, cert.EmailAddresses...)
 }
 
-// keyTypeOf is the [KeyType] that generates a key like the certificate's,
+// KeyTypeOf is the [KeyType] that generates a key like the certificate's,
 // or "" for a key this package does not make.
-func keyTypeOf(cert *x509.Certificate) KeyType {
+func KeyTypeOf(cert *x509.Certificate) KeyType {
 	// "ECDSA P-256" is ecdsa-p256, "RSA 2048" rsa-2048, "Ed25519" ed25519.
 	described := strings.ReplaceAll(DescribeKey(cert.PublicKey), "-", "")
 	for _, kt := range KeyTypes() {

@@ -147,7 +147,7 @@ func (c *pkiInitCmd) Run(kctx *kong.Context, out *output) error {
 	}
 
 	printWritten(out.out, result.Files)
-	fmt.Fprintf(out.out, "\nserver certificate covers: %s\n", strings.Join(sanList(result.Server.Certificate), ", "))
+	fmt.Fprintf(out.out, "\nserver certificate covers: %s\n", strings.Join(pki.SANs(result.Server.Certificate), ", "))
 	fmt.Fprintf(out.out, "client certificate: CN=%s, sha256 %s\n",
 		result.Client.Certificate.Subject.CommonName, pki.Fingerprint(result.Client.Certificate))
 	rootKey := c.RootKeyOut
@@ -216,7 +216,7 @@ func (c *pkiInitCmd) keep(kctx *kong.Context, out *output) (bool, error) {
 		if server.VerifyHostname(name) != nil {
 			return false, fmt.Errorf("keeping %q: it does not cover %q, asked for with %s "+
 				"(it covers: %s); %s", serverFile, name, flagSource(kctx, "san"),
-				strings.Join(sanList(server), ", "), replace)
+				strings.Join(pki.SANs(server), ", "), replace)
 		}
 	}
 	clientFile := filepath.Join(c.Certs, pki.ClientCertFile)
@@ -226,7 +226,7 @@ func (c *pkiInitCmd) keep(kctx *kong.Context, out *output) (bool, error) {
 	}
 	if given(kctx, "key-type") {
 		for _, name := range []string{pki.CACertFile, pki.ServerCertFile, pki.ClientCertFile} {
-			if kt := keyTypeOf(kept[name]); kt != c.KeyType {
+			if kt := string(pki.KeyTypeOf(kept[name])); kt != c.KeyType {
 				return false, fmt.Errorf("keeping %q: its key is %s, not %s asked for with %s; %s",
 					filepath.Join(c.Certs, name), pki.DescribeKey(kept[name].PublicKey), c.KeyType,
 					flagSource(kctx, "key-type"), replace)
@@ -234,21 +234,8 @@ func (c *pkiInitCmd) keep(kctx *kong.Context, out *output) (bool, error) {
 		}
 	}
 	fmt.Fprintf(out.out, "kept the certificates already in %s: nothing written\n", c.Certs)
-	fmt.Fprintf(out.out, "server certificate covers: %s\n", strings.Join(sanList(server), ", "))
+	fmt.Fprintf(out.out, "server certificate covers: %s\n", strings.Join(pki.SANs(server), ", "))
 	return true, nil
-}
-
-// keyTypeOf is the --key-type value that makes a key like the
-// certificate's ("ECDSA P-256" is ecdsa-p256, "RSA 2048" rsa-2048), or ""
-// for a key pki init does not make.
-func keyTypeOf(cert *x509.Certificate) string {
-	described := strings.ReplaceAll(pki.DescribeKey(cert.PublicKey), "-", "")
-	for _, kt := range pki.KeyTypes() {
-		if strings.EqualFold(strings.ReplaceAll(string(kt), "-", " "), described) {
-			return string(kt)
-		}
-	}
-	return ""
 }
 
 func printWritten(w io.Writer, paths []string) {
@@ -259,18 +246,6 @@ func printWritten(w io.Writer, paths []string) {
 		}
 		fmt.Fprintf(w, "wrote %s (%s)\n", path, mode)
 	}
-}
-
-// sanList names every subject alternative name of a certificate.
-func sanList(cert *x509.Certificate) []string {
-	names := append([]string{}, cert.DNSNames...)
-	for _, ip := range cert.IPAddresses {
-		names = append(names, ip.String())
-	}
-	for _, u := range cert.URIs {
-		names = append(names, u.String())
-	}
-	return append(names, cert.EmailAddresses...)
 }
 
 type pkiIssueCmd struct {
@@ -359,7 +334,7 @@ func (c *pkiIssueCmd) Run(out *output) error {
 	cert := issued.Certificate
 	fmt.Fprintf(out.out, "\n%s certificate %s, serial %s, sha256 %s\n", c.Kind, cert.Subject,
 		pki.SerialHex(cert), pki.Fingerprint(cert))
-	if names := sanList(cert); len(names) > 0 {
+	if names := pki.SANs(cert); len(names) > 0 {
 		fmt.Fprintf(out.out, "covers: %s\n", strings.Join(names, ", "))
 	}
 	fmt.Fprintf(out.out, "valid %s to %s\n", cert.NotBefore.UTC().Format(time.RFC3339),

@@ -502,7 +502,7 @@ func TestReissueCommandRuns(t *testing.T) {
 	if after[0].Equal(before[0]) {
 		t.Fatal("the certificate was not replaced")
 	}
-	if got, want := sanList(after[0]), sanList(before[0]); !slices.Equal(got, want) {
+	if got, want := pki.SANs(after[0]), pki.SANs(before[0]); !slices.Equal(got, want) {
 		t.Errorf("the new server certificate covers %q, want %q", got, want)
 	}
 	if after[0].Subject.CommonName != before[0].Subject.CommonName {
